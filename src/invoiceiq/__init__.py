@@ -1,0 +1,1 @@
+"""InvoiceIQ: invoice a customer from WhatsApp and get paid by M-PESA."""

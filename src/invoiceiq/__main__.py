@@ -1,0 +1,5 @@
+"""`python -m invoiceiq` runs the CLI."""
+
+from invoiceiq.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Conversations: the guided-flow state of each merchant, kept in the database."""

@@ -1,0 +1,1 @@
+"""Customers: each merchant's address book."""

@@ -1,0 +1,1 @@
+"""Database: types, base, engine, unit of work and migrations."""

@@ -1,0 +1,76 @@
+"""Async engine and session factory for SQLite (embedded) and PostgreSQL (scale-out)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, foreign keys, a busy timeout, and writes serialised.
+
+    Every transaction starts with BEGIN IMMEDIATE, so it takes SQLite's single write lock up
+    front: a second writer waits (busy timeout) instead of failing halfway with "database is
+    locked" when it tries to upgrade a read lock. See https://www.sqlite.org/lang_transaction.html
+    and SQLAlchemy's "Serializable isolation / Savepoints / Transactional DDL" notes for pysqlite.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so our BEGIN IMMEDIATE is the one used.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(
+    engine: AsyncEngine, *, on_outbox_commit: Callable[[], None] | None = None
+) -> SessionFactory:
+    """Sessions that, once committed with new outbox rows, call `on_outbox_commit`.
+
+    That is how a request that enqueues wakes the in-process worker at once.
+    """
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        info={"on_outbox_commit": on_outbox_commit},
+    )
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop("outbox_enqueued", False):
+        callback = session.info.get("on_outbox_commit")
+        if callback is not None:
+            callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop("outbox_enqueued", None)

@@ -1,0 +1,1 @@
+"""Inbox: inbound provider events stored once before they are handled."""

@@ -1,0 +1,42 @@
+"""Inbox SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.db.upsert import insert_if_absent
+from invoiceiq.inbox.models import InboxEvent
+
+
+async def insert_event(
+    session: AsyncSession, *, source: str, external_id: str, payload: dict[str, Any]
+) -> bool:
+    return await insert_if_absent(
+        session,
+        InboxEvent,
+        {"source": source, "external_id": external_id, "payload": payload},
+        conflict_on=["source", "external_id"],
+    )
+
+
+async def get_event(session: AsyncSession, *, source: str, external_id: str) -> InboxEvent | None:
+    return await session.scalar(
+        sa.select(InboxEvent).where(
+            InboxEvent.source == source, InboxEvent.external_id == external_id
+        )
+    )
+
+
+async def mark_processed(
+    session: AsyncSession, event_id: uuid.UUID, *, at: datetime, error: str | None = None
+) -> None:
+    await session.execute(
+        sa.update(InboxEvent)
+        .where(InboxEvent.id == event_id)
+        .values(processed_at=at, error=error)
+    )

@@ -1,0 +1,1 @@
+"""Invoices: what a merchant asks a customer to pay."""

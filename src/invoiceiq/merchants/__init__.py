@@ -1,0 +1,1 @@
+"""Merchants: numbers that create invoices under a business name."""

@@ -1,0 +1,1 @@
+"""Safaricom Daraja (M-PESA Express) provider."""

@@ -1,0 +1,1 @@
+"""Notifications: every outbound message, and the log of every message in and out."""

@@ -1,0 +1,1 @@
+"""Outbox: outbound side effects written with the state change that causes them."""

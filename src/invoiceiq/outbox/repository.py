@@ -1,0 +1,162 @@
+"""Outbox SQL: enqueue, claim with a lease, record outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.db.upsert import insert_if_absent
+from invoiceiq.outbox.models import OutboxMessage
+from invoiceiq.outbox.states import OutboxStatus
+
+_M = OutboxMessage
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: uuid.UUID
+    topic: str
+    payload: dict[str, Any]
+    attempts: int
+    claim_token: str
+
+
+async def insert(
+    session: AsyncSession,
+    *,
+    topic: str,
+    payload: dict[str, Any],
+    dedupe_key: str | None,
+    available_at: datetime,
+) -> bool:
+    values = {"topic": topic, "payload": payload, "available_at": available_at}
+    if dedupe_key is None:
+        await session.execute(sa.insert(_M).values(**values))
+        return True
+    values["dedupe_key"] = dedupe_key
+    return await insert_if_absent(session, _M, values, conflict_on=["dedupe_key"])
+
+
+async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: int) -> int:
+    """Rows whose lease ran out after their last allowed attempt: the worker died every time."""
+    result = await session.execute(
+        sa.update(_M)
+        .where(_M.status == OutboxStatus.RUNNING, _M.locked_until < now, _M.attempts >= max_attempts)
+        .values(
+            status=OutboxStatus.DEAD,
+            claim_token=None,
+            locked_until=None,
+            last_error="lease expired on the last attempt (the worker stopped mid-handler)",
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim(
+    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int, token: str
+) -> list[ClaimedRow]:
+    """Take up to `limit` due rows (or rows whose lease expired) for this claim token.
+
+    FOR UPDATE SKIP LOCKED (PostgreSQL) lets concurrent workers take disjoint rows without
+    waiting; SQLite has one writer at a time, so the single UPDATE is already exclusive.
+    """
+    due = sa.or_(
+        sa.and_(_M.status == OutboxStatus.PENDING, _M.available_at <= now),
+        sa.and_(_M.status == OutboxStatus.RUNNING, _M.locked_until < now),
+    )
+    candidates = (
+        sa.select(_M.id).where(due).order_by(_M.available_at).limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        sa.update(_M)
+        .where(_M.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=OutboxStatus.RUNNING,
+            attempts=_M.attempts + 1,
+            locked_until=lease_until,
+            claim_token=token,
+            updated_at=now,
+        )
+        .returning(_M.id, _M.topic, _M.payload, _M.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    return [ClaimedRow(r.id, r.topic, r.payload, r.attempts, token) for r in result]
+
+
+async def _update_claimed(
+    session: AsyncSession, row: ClaimedRow, **values: Any
+) -> bool:
+    result = await session.execute(
+        sa.update(_M)
+        .where(_M.id == row.id, _M.claim_token == row.claim_token, _M.status == OutboxStatus.RUNNING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def extend_lease(session: AsyncSession, row: ClaimedRow, *, until: datetime) -> bool:
+    return await _update_claimed(session, row, locked_until=until)
+
+
+async def mark_done(session: AsyncSession, row: ClaimedRow, *, now: datetime) -> bool:
+    return await _update_claimed(
+        session, row, status=OutboxStatus.DONE, done_at=now, locked_until=None, claim_token=None
+    )
+
+
+async def reschedule(
+    session: AsyncSession, row: ClaimedRow, *, at: datetime, error: str | None
+) -> bool:
+    return await _update_claimed(
+        session,
+        row,
+        status=OutboxStatus.PENDING,
+        available_at=at,
+        last_error=error,
+        locked_until=None,
+        claim_token=None,
+    )
+
+
+async def mark_dead(session: AsyncSession, row: ClaimedRow, *, error: str) -> bool:
+    return await _update_claimed(
+        session, row, status=OutboxStatus.DEAD, last_error=error, locked_until=None, claim_token=None
+    )
+
+
+async def count_by_status(session: AsyncSession) -> dict[OutboxStatus, int]:
+    rows = await session.execute(sa.select(_M.status, sa.func.count()).group_by(_M.status))
+    counts = dict.fromkeys(OutboxStatus, 0)
+    counts.update({status: count for status, count in rows.tuples()})
+    return counts
+
+
+async def list_rows(
+    session: AsyncSession, *, status: OutboxStatus | None, limit: int
+) -> list[OutboxMessage]:
+    query = sa.select(_M).order_by(_M.created_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(_M.status == status)
+    return list(await session.scalars(query))
+
+
+async def get(session: AsyncSession, row_id: uuid.UUID) -> OutboxMessage | None:
+    return await session.get(_M, row_id)
+
+
+async def revive(session: AsyncSession, row_id: uuid.UUID, *, now: datetime) -> bool:
+    """A dead row back to pending with a fresh attempt count."""
+    result = await session.execute(
+        sa.update(_M)
+        .where(_M.id == row_id, _M.status == OutboxStatus.DEAD)
+        .values(status=OutboxStatus.PENDING, attempts=0, available_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

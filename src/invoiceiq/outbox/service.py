@@ -1,0 +1,35 @@
+"""Enqueue side effects in the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.outbox import repository
+
+
+async def enqueue(
+    session: AsyncSession,
+    topic: str,
+    payload: dict[str, Any],
+    dedupe_key: str | None = None,
+    *,
+    not_before: datetime | None = None,
+) -> bool:
+    """Add an outbox row in the caller's transaction; False when `dedupe_key` was already used.
+
+    The commit of that transaction wakes the in-process worker (see db/engine.py).
+    """
+    added = await repository.insert(
+        session,
+        topic=topic,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        available_at=not_before or utcnow(),
+    )
+    if added:
+        session.info["outbox_enqueued"] = True
+    return added

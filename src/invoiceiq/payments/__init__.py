@@ -1,0 +1,1 @@
+"""Payments: M-PESA attempts against invoices."""

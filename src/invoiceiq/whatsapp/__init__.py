@@ -1,0 +1,1 @@
+"""360dialog WhatsApp Cloud API provider."""

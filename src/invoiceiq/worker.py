@@ -1,0 +1,205 @@
+"""The outbox worker: claim due rows with a lease, run handlers outside any transaction.
+
+Handlers run at least once: a row whose worker dies is claimed again when its lease expires,
+so each handler must be safe to re-run (STYLE §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.phone import mask_phones_in_text
+from invoiceiq.ops import metrics
+from invoiceiq.outbox import repository
+from invoiceiq.outbox.repository import ClaimedRow
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ClaimedRow], Awaitable[None]]
+MAX_ERROR_CHARS = 2000
+
+
+class RetryLater(Exception):  # noqa: N818 - it is an instruction, not an error
+    """Raised by a handler for a transient failure: try again after backoff (or `delay`)."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class GiveUp(Exception):  # noqa: N818
+    """Raised by a handler when retrying cannot help: the row goes dead at once."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    lease: float = 60.0
+    max_attempts: int = 8
+    concurrency: int = 16
+    poll_interval: float = 1.0
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    # How long SIGTERM waits for handlers in hand before releasing their rows.
+    stop_grace: float = 10.0
+
+
+class Worker:
+    def __init__(
+        self, sessions: SessionFactory, handlers: Mapping[str, Handler], options: WorkerOptions
+    ) -> None:
+        self._sessions = sessions
+        self._handlers = dict(handlers)
+        self._options = options
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (called when a local commit enqueued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and run rows until `stop()`."""
+        while not self._stopping:
+            self._wake.clear()
+            free = self._options.concurrency - len(self._in_flight)
+            claimed = 0
+            if free > 0:
+                try:
+                    claimed = await self._claim_and_start(free)
+                except Exception:
+                    log.exception("outbox claim failed")
+            if claimed and claimed == free:
+                continue  # there may be more due rows; loop again after yielding once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._options.poll_interval)
+
+    async def run_until_idle(self) -> None:
+        """Run every due row, including ones the handlers enqueue, then return (tests, CLI)."""
+        while True:
+            claimed = await self._claim_and_start(self._options.concurrency)
+            if not claimed and not self._in_flight:
+                return
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight))
+
+    async def stop(self) -> None:
+        """Stop claiming; let handlers in hand finish, or release their rows after the grace."""
+        self._stopping = True
+        self._wake.set()
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(list(self._in_flight), timeout=self._options.stop_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim_and_start(self, limit: int) -> int:
+        now = utcnow()
+        token = uuid.uuid4().hex
+        async with unit_of_work(self._sessions) as session:
+            buried = await repository.bury_abandoned(
+                session, now=now, max_attempts=self._options.max_attempts
+            )
+            rows = await repository.claim(
+                session,
+                now=now,
+                lease_until=now + timedelta(seconds=self._options.lease),
+                limit=limit,
+                token=token,
+            )
+        if buried:
+            metrics.OUTBOX_OUTCOMES.labels(topic="*", outcome="dead").inc(buried)
+        for row in rows:
+            task = asyncio.create_task(self._perform(row), name=f"outbox:{row.topic}")
+            self._in_flight[task] = row
+            task.add_done_callback(self._forget)
+        return len(rows)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._wake.set()
+
+    async def _perform(self, row: ClaimedRow) -> None:
+        handler = self._handlers.get(row.topic)
+        if handler is None:
+            await self._record(row, "dead", error=f"no handler for topic {row.topic!r}")
+            return
+        heartbeat = asyncio.create_task(self._keep_lease(row))
+        try:
+            await handler(row)
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            await asyncio.shield(self._release(row))
+            raise
+        except GiveUp as error:
+            await self._record(row, "dead", error=_describe(error))
+        except RetryLater as error:
+            await self._retry_or_bury(row, error, delay=error.delay)
+        except Exception as error:
+            log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
+            await self._retry_or_bury(row, error, delay=None)
+        else:
+            await self._record(row, "done")
+        finally:
+            heartbeat.cancel()
+
+    async def _retry_or_bury(self, row: ClaimedRow, error: Exception, *, delay: float | None) -> None:
+        if row.attempts >= self._options.max_attempts:
+            await self._record(row, "dead", error=_describe(error))
+            return
+        if delay is None:
+            delay = self.backoff(row.attempts)
+        await self._record(row, "retry", error=_describe(error), delay=delay)
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
+        ceiling = min(self._options.backoff_max, self._options.backoff_base * 2 ** (attempts - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
+
+    async def _record(
+        self, row: ClaimedRow, outcome: str, *, error: str | None = None, delay: float = 0.0
+    ) -> None:
+        now = utcnow()
+        async with unit_of_work(self._sessions) as session:
+            if outcome == "done":
+                kept = await repository.mark_done(session, row, now=now)
+            elif outcome == "dead":
+                kept = await repository.mark_dead(session, row, error=error or "failed")
+            else:
+                at = now + timedelta(seconds=delay)
+                kept = await repository.reschedule(session, row, at=at, error=error)
+        if not kept:
+            # Our lease expired and another worker holds the row now: its outcome counts.
+            log.warning("outbox outcome dropped: lease lost", extra={"row": str(row.id)})
+        metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome=outcome).inc()
+
+    async def _release(self, row: ClaimedRow) -> None:
+        async with unit_of_work(self._sessions) as session:
+            await repository.reschedule(session, row, at=utcnow(), error="released at shutdown")
+
+    async def _keep_lease(self, row: ClaimedRow) -> None:
+        """Extend the lease while a slow handler runs, so no other worker claims it meanwhile."""
+        interval = self._options.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            until = utcnow() + timedelta(seconds=self._options.lease)
+            async with unit_of_work(self._sessions) as session:
+                if not await repository.extend_lease(session, row, until=until):
+                    return
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return mask_phones_in_text(text)[:MAX_ERROR_CHARS]
