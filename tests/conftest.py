@@ -23,37 +23,16 @@ from invoiceiq.config import Settings
 from invoiceiq.db import migrate
 from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
 from invoiceiq.db.models import Base
-
-ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from support.db import (
+    ADMIN_URL,
+    admin_execute,
+    create_postgres_database,
+    drop_postgres_database,
+    make_settings,
 )
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _skipped_postgres: list[str] = []
-
-
-def _url_with_database(url: str, database: str) -> str:
-    return sa.make_url(url).set(database=database).render_as_string(hide_password=False)
-
-
-async def _admin_execute(*statements: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                await connection.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
-
-
-def create_postgres_database(name: str) -> str:
-    """A fresh, empty PostgreSQL database; its URL."""
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-                               f'CREATE DATABASE "{name}"'))
-    return _url_with_database(ADMIN_URL, name)
-
-
-def drop_postgres_database(name: str) -> None:
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _migrate(url: str) -> None:
@@ -67,7 +46,7 @@ async def _migrate(url: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
     try:
-        asyncio.run(_admin_execute("SELECT 1"))
+        asyncio.run(admin_execute("SELECT 1"))
     except Exception as error:  # any failure to connect means "not here"
         message = f"PostgreSQL at {sa.make_url(ADMIN_URL).render_as_string()} unreachable: {error}"
         if IN_CI:
@@ -107,9 +86,7 @@ def db_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_url(
-    db_kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def database_url(db_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if db_kind == "sqlite":
         path = tmp_path / "invoiceiq.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
@@ -134,16 +111,6 @@ async def _truncate_all(url: str) -> None:
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Development settings on the test database, with durations shrunk for tests."""
     return make_settings(database_url=database_url)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "outbox_lease": 2,
-        "outbox_max_attempts": 3,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

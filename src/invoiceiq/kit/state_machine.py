@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from invoiceiq.errors import Conflict
 
@@ -62,21 +63,27 @@ class TransitionTable(Generic[S]):
         allowed = self.sources(target)
         if source is not None:
             wanted = {source} if isinstance(source, StrEnum) else set(source)
-            refused = [s for s in wanted if s not in allowed]
-            if refused:
-                raise TransitionRefused(self.entity, refused[0].value, target.value)
-            allowed = frozenset(wanted)
-        if not allowed:
-            raise TransitionRefused(self.entity, None, target.value)
-        statement = (
-            sa.update(model)
-            .where(model.id == row_id, model.status.in_(allowed))
-            .values(status=target, **(values or {}))
-            .execution_options(synchronize_session="fetch")
-        )
-        result = await session.execute(statement)
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            current = await session.scalar(sa.select(model.status).where(model.id == row_id))
-            raise TransitionRefused(
-                self.entity, current.value if current else None, target.value
+            allowed = allowed & frozenset(wanted) if wanted <= allowed else frozenset()
+        if allowed:
+            statement = (
+                sa.update(model)
+                .where(model.id == row_id, model.status.in_(allowed))
+                .values(status=target, **(values or {}))
+                .execution_options(synchronize_session=False)
             )
+            result = await session.execute(statement)
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                _sync_loaded_row(session, model, row_id, {"status": target, **(values or {})})
+                return
+        current = await session.scalar(sa.select(model.status).where(model.id == row_id))
+        raise TransitionRefused(self.entity, current.value if current else None, target.value)
+
+
+def _sync_loaded_row(
+    session: AsyncSession, model: Any, row_id: uuid.UUID, values: Mapping[str, Any]
+) -> None:
+    """Give a row already loaded in this session the values just written (no extra SELECT)."""
+    loaded = session.sync_session.identity_map.get(session.sync_session.identity_key(model, row_id))
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
