@@ -35,9 +35,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     async with engine.connect() as connection:
-        await connection.run_sync(
-            _locked, lambda c: command.downgrade(alembic_config(c), revision)
-        )
+        await connection.run_sync(_locked, lambda c: command.downgrade(alembic_config(c), revision))
 
 
 def _locked(connection: Connection, run: object) -> None:

@@ -17,7 +17,7 @@ async def insert_if_absent(
     One statement, so two concurrent inserts of the same key cannot both succeed nor fail.
     Column defaults (ids, timestamps) are filled by Core as for any insert.
     """
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table: sa.Table = model.__table__
     statement = (
@@ -28,4 +28,3 @@ async def insert_if_absent(
     )
     result = await session.execute(statement)
     return result.scalar_one_or_none() is not None
-

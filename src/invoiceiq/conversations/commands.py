@@ -1,0 +1,178 @@
+"""Merchant commands (DESIGN §5): parse what a merchant typed into a command, or a precise error.
+
+Parsing is pure: it checks shapes (phone, amount, description) and leaves lookups (a saved
+customer name, an invoice number) to the service.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from invoiceiq.kit.money import AmountError, parse_amount, split_amount
+from invoiceiq.kit.phone import PhoneError, normalize_msisdn
+
+DESCRIPTION_MIN, DESCRIPTION_MAX = 3, 120
+BUSINESS_NAME_MIN, BUSINESS_NAME_MAX = 2, 60
+ONE_LINE_EXAMPLE = "invoice 0712345678 1500 Logo design"
+# A recipient token made only of digits and phone punctuation is a phone number, never a name.
+_PHONE_LIKE = re.compile(r"^\+?[0-9][0-9()\-.]*$")
+_INVOICE_NUMBER = re.compile(r"^INV[0-9A-Z]{7}$")
+
+
+class CommandError(ValueError):
+    """A command we recognised but cannot use; `message` says what to type instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class StartGuided:
+    pass
+
+
+@dataclass(frozen=True)
+class OneLineInvoice:
+    amount_cents: int
+    description: str
+    phone: str | None = None  # E.164 digits when the recipient was a number
+    saved_name: str | None = None  # otherwise the words naming a saved customer
+
+
+@dataclass(frozen=True)
+class InvoiceAction:
+    action: Literal["status", "cancel", "remind"]
+    number: str
+
+
+@dataclass(frozen=True)
+class Unpaid:
+    pass
+
+
+@dataclass(frozen=True)
+class SetName:
+    name: str
+
+
+@dataclass(frozen=True)
+class SetVat:
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Unknown:
+    pass
+
+
+Command = Help | StartGuided | OneLineInvoice | InvoiceAction | Unpaid | SetName | SetVat | Unknown
+
+
+def parse_command(text: str, *, max_amount: int) -> Command:
+    """The command in `text`; CommandError when it is recognised but malformed."""
+    tokens = text.split()
+    if not tokens:
+        return Unknown()
+    verb, rest = tokens[0].lower(), tokens[1:]
+    if verb in {"help", "menu", "?"} and not rest:
+        return Help()
+    if verb == "invoice":
+        return parse_invoice(rest, max_amount=max_amount) if rest else StartGuided()
+    if verb in {"status", "cancel", "remind"} and rest:
+        return InvoiceAction(verb, parse_invoice_number(rest))  # type: ignore[arg-type]
+    if verb == "unpaid" and not rest:
+        return Unpaid()
+    if verb == "name":
+        return SetName(parse_business_name(" ".join(rest)))
+    if verb == "vat" and len(rest) == 1 and rest[0].lower() in {"on", "off"}:
+        return SetVat(rest[0].lower() == "on")
+    if verb == "vat":
+        raise CommandError("Type vat on if your prices include VAT, or vat off if they don't.")
+    return Unknown()
+
+
+def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
+    """`<phone|saved name> <amount> <description>`; the phone is one token."""
+    if _PHONE_LIKE.match(tokens[0]):
+        recipient, after = tokens[:1], tokens[1:]
+        span = split_amount(after)
+        if span is None or span[0] != 0:
+            raise CommandError(f"Put the amount after the phone number, like: {ONE_LINE_EXAMPLE}")
+        start, end = span
+    else:
+        span = split_amount(tokens)
+        if span is None or span[0] == 0:
+            raise CommandError(
+                "Type the customer's phone (or saved name), the amount and what it is for, "
+                f"like: {ONE_LINE_EXAMPLE}"
+            )
+        recipient, after = tokens[: span[0]], tokens[span[0] :]
+        start, end = 0, span[1] - span[0]
+    amount_cents = _amount(" ".join(after[start:end]), max_amount=max_amount)
+    description = parse_description(" ".join(after[end:]))
+    if len(recipient) == 1 and _PHONE_LIKE.match(recipient[0]):
+        return OneLineInvoice(amount_cents, description, phone=parse_phone(recipient[0]))
+    return OneLineInvoice(amount_cents, description, saved_name=" ".join(recipient))
+
+
+def parse_phone(text: str) -> str:
+    try:
+        return normalize_msisdn(text)
+    except PhoneError as error:
+        raise CommandError(error.message) from None
+
+
+def _amount(text: str, *, max_amount: int) -> int:
+    try:
+        return parse_amount(text, max_amount=max_amount)
+    except AmountError as error:
+        raise CommandError(error.message) from None
+
+
+def parse_amount_answer(text: str, *, max_amount: int) -> int:
+    return _amount(text.strip(), max_amount=max_amount)
+
+
+def parse_description(text: str) -> str:
+    description = " ".join(text.split())
+    if not description:
+        raise CommandError(
+            f"Add what the invoice is for after the amount, like: {ONE_LINE_EXAMPLE}"
+        )
+    if len(description) < DESCRIPTION_MIN:
+        raise CommandError(
+            f"The description is too short: use at least {DESCRIPTION_MIN} characters, "
+            "like Logo design."
+        )
+    if len(description) > DESCRIPTION_MAX:
+        raise CommandError(
+            f"The description is too long ({len(description)} characters): keep it to "
+            f"{DESCRIPTION_MAX} or fewer."
+        )
+    return description
+
+
+def parse_business_name(text: str) -> str:
+    name = " ".join(text.split())
+    if len(name) < BUSINESS_NAME_MIN:
+        raise CommandError("Type name followed by your business name, like: name Wanjiku Designs")
+    if len(name) > BUSINESS_NAME_MAX:
+        raise CommandError(
+            f"That business name is too long: keep it to {BUSINESS_NAME_MAX} characters or fewer."
+        )
+    return name
+
+
+def parse_invoice_number(tokens: list[str]) -> str:
+    number = "".join(tokens).upper()
+    if not _INVOICE_NUMBER.match(number):
+        raise CommandError("Type the invoice number as it appears on the invoice, like INV7K3QX9A.")
+    return number

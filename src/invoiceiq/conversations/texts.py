@@ -1,0 +1,72 @@
+"""What the business number says in chat. Plain words, and always what to type next."""
+
+from __future__ import annotations
+
+HELP = (
+    "InvoiceIQ: send an invoice, get paid by M-PESA.\n\n"
+    "• invoice: create an invoice step by step\n"
+    "• invoice 0712345678 1500 Logo design: create one in one line\n"
+    "• invoice Jane 1500 Cake: use a saved customer's name\n"
+    "• unpaid: your unpaid invoices\n"
+    "• status INV…: where an invoice is\n"
+    "• remind INV…: send an invoice again\n"
+    "• cancel INV…: cancel an invoice\n"
+    "• name Your Business: change your business name\n"
+    "• vat on / vat off: whether your prices include VAT"
+)
+
+WELCOME = (
+    "Welcome to InvoiceIQ. Businesses use this number to send invoices that customers pay by "
+    "M-PESA.\n\nTo start sending invoices, type name followed by your business name, like:\n"
+    "name Wanjiku Designs"
+)
+
+BECOME_MERCHANT = "Want to send invoices too? Type name followed by your business name."
+
+NAME_SET = "Your business name is now *{name}*. Customers will see it on every invoice.\n\n" + (
+    "Type invoice to create one, or help for everything you can do."
+)
+NAME_SET_PENDING = (
+    "Thanks, *{name}*. Your signup is waiting for approval; we'll let you know when you can "
+    "send invoices."
+)
+APPROVED = "Good news: *{name}* is approved. Type invoice to send your first invoice."
+
+VAT_ON = "VAT is on: invoices will show the {percent}% VAT included in the amount."
+VAT_OFF = "VAT is off: invoices will not show VAT."
+
+STOPPED = (
+    "You won't receive invoices or reminders from this number any more. Receipts for payments "
+    "you make still come. Send START to undo."
+)
+STARTED = "You'll receive invoices and reminders again. Send STOP to stop them."
+
+NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
+CUSTOMER_INVOICES = "You have {count} unpaid invoice(s) from businesses on InvoiceIQ:"
+
+FLOW_EXPIRED = (
+    "Your unfinished invoice expired after {minutes} minutes without a reply, so nothing was "
+    "sent. Type invoice to start again."
+)
+FLOW_ASK_PHONE = "New invoice. What is the customer's phone number? (like 0712345678)\n" + (
+    "Type cancel to stop at any time, back to go back."
+)
+FLOW_ASK_NAME = "The customer's name? (or skip)"
+FLOW_ASK_AMOUNT = "How much, in shillings? (like 1500)"
+FLOW_ASK_DESCRIPTION = "What is it for? (3 to 120 characters, like Logo design)"
+FLOW_CANCELLED = "Cancelled: no invoice was sent."
+FLOW_STALE = "That summary is no longer active, so nothing was sent. Type invoice to start again."
+FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
+FLOW_SUMMARY = (
+    "Please check:\n\nCustomer: {customer}\nAmount: {amount}\nFor: {description}\n\nSend it?"
+)
+
+SEVERAL_MATCHES = (
+    "You have {count} customers called {name}. Type the phone number instead, like: "
+    "invoice 0712345678 {amount} {description}"
+)
+NO_MATCH = (
+    "You have no saved customer called {name}. Type their phone number instead, like: "
+    "invoice 0712345678 {amount} {description}"
+)
+NOT_UNDERSTOOD = "Sorry, I can only read text messages. Type help to see what you can do."

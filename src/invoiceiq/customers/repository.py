@@ -1,0 +1,91 @@
+"""Customer SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.customers.models import Customer
+from invoiceiq.db.upsert import insert_if_absent
+from invoiceiq.merchants.models import Merchant
+
+
+async def get(session: AsyncSession, *, merchant_id: uuid.UUID, phone: str) -> Customer | None:
+    return await session.scalar(
+        sa.select(Customer).where(Customer.merchant_id == merchant_id, Customer.phone == phone)
+    )
+
+
+async def insert_if_absent_for_merchant(
+    session: AsyncSession, *, merchant_id: uuid.UUID, phone: str, name: str | None
+) -> bool:
+    return await insert_if_absent(
+        session,
+        Customer,
+        {"merchant_id": merchant_id, "phone": phone, "name": name},
+        conflict_on=["merchant_id", "phone"],
+    )
+
+
+async def set_name(session: AsyncSession, customer_id: uuid.UUID, name: str) -> None:
+    await session.execute(
+        sa.update(Customer)
+        .where(Customer.id == customer_id)
+        .values(name=name)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+async def find_by_name(
+    session: AsyncSession, *, merchant_id: uuid.UUID, name: str
+) -> list[Customer]:
+    return list(
+        await session.scalars(
+            sa.select(Customer)
+            .where(
+                Customer.merchant_id == merchant_id, sa.func.lower(Customer.name) == name.lower()
+            )
+            .order_by(Customer.updated_at.desc())
+            .limit(5)
+        )
+    )
+
+
+async def touch_inbound(session: AsyncSession, phone: str, at: datetime) -> None:
+    await session.execute(
+        sa.update(Customer)
+        .where(Customer.phone == phone)
+        .values(last_inbound_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def set_opted_out(session: AsyncSession, phone: str, at: datetime | None) -> int:
+    result = await session.execute(
+        sa.update(Customer)
+        .where(Customer.phone == phone)
+        .values(opted_out_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def is_opted_out(session: AsyncSession, phone: str) -> bool:
+    found = await session.scalar(
+        sa.select(Customer.id)
+        .where(Customer.phone == phone, Customer.opted_out_at.is_not(None))
+        .limit(1)
+    )
+    return found is not None
+
+
+async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
+    """When this phone last wrote to the business, as a customer or as a merchant."""
+    as_customer = sa.select(sa.func.max(Customer.last_inbound_at)).where(Customer.phone == phone)
+    as_merchant = sa.select(Merchant.last_inbound_at).where(Merchant.phone == phone)
+    times = [await session.scalar(as_customer), await session.scalar(as_merchant)]
+    present = [t for t in times if t is not None]
+    return max(present) if present else None

@@ -1,0 +1,57 @@
+"""Customer use cases: the address book, the 24-hour window and STOP/START."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.customers import repository
+from invoiceiq.customers.models import Customer
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.merchants import repository as merchant_repository
+
+
+async def remember(
+    session: AsyncSession, *, merchant_id: uuid.UUID, phone: str, name: str | None
+) -> Customer:
+    """The merchant's entry for this phone, created if new; a name given now is kept."""
+    await repository.insert_if_absent_for_merchant(
+        session, merchant_id=merchant_id, phone=phone, name=name
+    )
+    customer = await repository.get(session, merchant_id=merchant_id, phone=phone)
+    assert customer is not None
+    if name and customer.name != name:
+        await repository.set_name(session, customer.id, name)
+    return customer
+
+
+async def find_by_name(
+    session: AsyncSession, *, merchant_id: uuid.UUID, name: str
+) -> list[Customer]:
+    return await repository.find_by_name(session, merchant_id=merchant_id, name=name)
+
+
+async def record_inbound(session: AsyncSession, phone: str, at: datetime | None = None) -> None:
+    """The phone wrote to the business: its 24-hour customer service window (re)opens."""
+    moment = at or utcnow()
+    await repository.touch_inbound(session, phone, moment)
+    await merchant_repository.touch_inbound(session, phone, moment)
+
+
+async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:
+    last = await repository.last_inbound_at(session, phone)
+    return last is not None and utcnow() - last < timedelta(seconds=window_seconds)
+
+
+async def opt_out(session: AsyncSession, phone: str) -> None:
+    await repository.set_opted_out(session, phone, utcnow())
+
+
+async def opt_in(session: AsyncSession, phone: str) -> None:
+    await repository.set_opted_out(session, phone, None)
+
+
+async def is_opted_out(session: AsyncSession, phone: str) -> bool:
+    return await repository.is_opted_out(session, phone)

@@ -1,0 +1,85 @@
+"""What customers and merchants read about invoices (free-form text and template fallbacks)."""
+
+from __future__ import annotations
+
+from invoiceiq.invoices.models import Invoice
+from invoiceiq.kit.clock import nairobi
+from invoiceiq.kit.money import format_kes
+from invoiceiq.kit.phone import mask_msisdn
+from invoiceiq.notifications.schemas import Outbound, TemplateCall
+
+PAY_BUTTON_TITLE = "Pay with M-PESA"
+
+
+def pay_button_id(number: str) -> str:
+    return f"pay:{number}"
+
+
+def invoice_link(base_url: str, invoice: Invoice) -> str:
+    return f"{base_url}/i/{invoice.public_token}"
+
+
+def _vat_line(invoice: Invoice, vat_percent: int) -> str:
+    if not invoice.vat_cents:
+        return ""
+    return f"\nIncludes VAT ({vat_percent}%): {format_kes(invoice.vat_cents)}"
+
+
+def invoice_for_customer(
+    invoice: Invoice, *, business_name: str, base_url: str, vat_percent: int, kind: str = "invoice"
+) -> Outbound:
+    link = invoice_link(base_url, invoice)
+    openings = {
+        "invoice": f"*{business_name}* sent you an invoice.",
+        "reminder": f"Reminder: *{business_name}* is waiting for payment of this invoice.",
+    }
+    opening = openings.get(kind, f"Invoice from *{business_name}*.")
+    text = (
+        f"{opening}\n\n"
+        f"Invoice: {invoice.number}\n"
+        f"Amount: {format_kes(invoice.amount_cents)}"
+        f"{_vat_line(invoice, vat_percent)}\n"
+        f"For: {invoice.description}\n\n"
+        f"View or download: {link}\n\n"
+        f"Tap *{PAY_BUTTON_TITLE}* to pay from this WhatsApp number."
+    )
+    return Outbound(
+        kind=kind,
+        text=text,
+        buttons=((pay_button_id(invoice.number), PAY_BUTTON_TITLE),),
+        template=TemplateCall(
+            name="invoice" if kind == "invoice" else "invoice_reminder",
+            params=(
+                business_name,
+                invoice.number,
+                format_kes(invoice.amount_cents),
+                invoice.description,
+                link,
+            ),
+            button_payloads=(pay_button_id(invoice.number),),
+        ),
+    )
+
+
+def confirmation_for_merchant(invoice: Invoice, *, base_url: str) -> Outbound:
+    who = mask_msisdn(invoice.customer_phone)
+    if invoice.customer_name:
+        who = f"{invoice.customer_name} ({who})"
+    text = (
+        f"Invoice {invoice.number} for {format_kes(invoice.amount_cents)} is on its way to {who}.\n"
+        f"Link: {invoice_link(base_url, invoice)}\n\n"
+        f"Next:\n"
+        f"• status {invoice.number} to see where it is\n"
+        f"• remind {invoice.number} to send it again\n"
+        f"• cancel {invoice.number} to cancel it"
+    )
+    return Outbound(kind="confirmation", text=text)
+
+
+def status_line(invoice: Invoice) -> str:
+    created = nairobi(invoice.created_at).strftime("%d %b %Y %H:%M")
+    who = invoice.customer_name or mask_msisdn(invoice.customer_phone)
+    return (
+        f"{invoice.number} · {format_kes(invoice.amount_cents)} · {who} · "
+        f"{invoice.status.value.lower()} · {created}"
+    )

@@ -1,0 +1,167 @@
+"""Invoice use cases: issue, look up, cancel, remind. Services flush; callers commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.config import Settings
+from invoiceiq.customers import service as customer_service
+from invoiceiq.invoices import messages, repository
+from invoiceiq.invoices.errors import (
+    InvoiceNotCancellable,
+    InvoiceNotFound,
+    InvoiceRefused,
+    ReminderRefused,
+)
+from invoiceiq.invoices.models import Invoice
+from invoiceiq.invoices.states import INVOICE_TRANSITIONS, InvoiceStatus
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.money import vat_cents
+from invoiceiq.kit.state_machine import TransitionRefused
+from invoiceiq.merchants import service as merchant_service
+from invoiceiq.merchants.models import Merchant
+from invoiceiq.notifications import service as notifications
+from invoiceiq.payments import service as payment_service
+
+
+async def issue_invoice(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    merchant: Merchant,
+    customer_phone: str,
+    customer_name: str | None,
+    amount_cents: int,
+    description: str,
+) -> Invoice:
+    """Create the invoice, remember the customer and queue both messages, in one transaction."""
+    merchant_service.ensure_can_invoice(merchant)
+    if await customer_service.is_opted_out(session, customer_phone):
+        raise InvoiceRefused(
+            "This customer asked not to receive invoices (they sent STOP), so nothing was sent."
+        )
+    customer = await customer_service.remember(
+        session, merchant_id=merchant.id, phone=customer_phone, name=customer_name
+    )
+    invoice = await repository.insert(
+        session,
+        {
+            "merchant_id": merchant.id,
+            "customer_id": customer.id,
+            "customer_phone": customer_phone,
+            "customer_name": customer_name or customer.name,
+            "amount_cents": amount_cents,
+            "vat_cents": vat_cents(amount_cents, settings.vat_percent)
+            if merchant.vat_enabled
+            else 0,
+            "description": description,
+            "status": InvoiceStatus.PENDING,
+        },
+    )
+    await _send_to_customer(session, settings, merchant, invoice, kind="invoice")
+    await notifications.send(
+        session,
+        to=merchant.phone,
+        message=messages.confirmation_for_merchant(invoice, base_url=settings.base_url),
+        invoice_id=invoice.id,
+    )
+    return invoice
+
+
+async def _send_to_customer(
+    session: AsyncSession, settings: Settings, merchant: Merchant, invoice: Invoice, *, kind: str
+) -> None:
+    message = messages.invoice_for_customer(
+        invoice,
+        business_name=merchant.business_name or "",
+        base_url=settings.base_url,
+        vat_percent=settings.vat_percent,
+        kind=kind,
+    )
+    await notifications.send(
+        session, to=invoice.customer_phone, message=message, invoice_id=invoice.id
+    )
+
+
+async def get_for_merchant(session: AsyncSession, merchant: Merchant, number: str) -> Invoice:
+    """Another merchant's invoice is "not found": its existence is not revealed."""
+    invoice = await repository.get_by_number(session, number)
+    if invoice is None or invoice.merchant_id != merchant.id:
+        raise InvoiceNotFound(f"You have no invoice {number}. Type unpaid to see your invoices.")
+    return invoice
+
+
+async def cancel(session: AsyncSession, merchant: Merchant, number: str) -> Invoice:
+    invoice = await get_for_merchant(session, merchant, number)
+    if invoice.status is InvoiceStatus.PAID:
+        raise InvoiceNotCancellable(f"Invoice {number} is already paid, so it can't be cancelled.")
+    if invoice.status is InvoiceStatus.CANCELLED:
+        raise InvoiceNotCancellable(f"Invoice {number} is already cancelled.")
+    if await payment_service.has_open_attempt(session, invoice.id):
+        raise InvoiceNotCancellable(
+            f"The customer is paying invoice {number} right now. Try again in a few minutes."
+        )
+    await INVOICE_TRANSITIONS.apply(
+        session,
+        Invoice,
+        invoice.id,
+        InvoiceStatus.CANCELLED,
+        source=(InvoiceStatus.PENDING, InvoiceStatus.SENT),
+        values={"cancelled_at": utcnow()},
+    )
+    return invoice
+
+
+async def remind(
+    session: AsyncSession, *, settings: Settings, merchant: Merchant, number: str
+) -> Invoice:
+    invoice = await get_for_merchant(session, merchant, number)
+    if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
+        raise ReminderRefused(f"Invoice {number} is {invoice.status.value.lower()}: no reminder.")
+    if await customer_service.is_opted_out(session, invoice.customer_phone):
+        raise ReminderRefused(
+            "This customer asked not to receive invoices or reminders (they sent STOP)."
+        )
+    now = utcnow()
+    last = invoice.last_reminded_at or invoice.created_at
+    wait = timedelta(seconds=settings.remind_min_interval) - (now - last)
+    if wait > timedelta(0):
+        minutes = max(1, int(wait.total_seconds() // 60))
+        raise ReminderRefused(
+            f"Invoice {number} was sent recently. You can remind again in {minutes} min."
+        )
+    await repository.set_values(session, invoice.id, last_reminded_at=now)
+    await _send_to_customer(session, settings, merchant, invoice, kind="reminder")
+    return invoice
+
+
+async def unpaid(session: AsyncSession, merchant: Merchant, *, limit: int = 10) -> list[Invoice]:
+    return await repository.unpaid_for_merchant(session, merchant.id, limit=limit)
+
+
+async def count_unpaid(session: AsyncSession, merchant: Merchant) -> int:
+    return await repository.count_unpaid_for_merchant(session, merchant.id)
+
+
+async def unpaid_for_customer(
+    session: AsyncSession, phone: str, *, limit: int = 3
+) -> list[Invoice]:
+    return await repository.unpaid_for_customer(session, phone, limit=limit)
+
+
+async def mark_sent(session: AsyncSession, invoice: Invoice) -> bool:
+    """PENDING → SENT when the provider accepted the message; False if it moved on already."""
+    try:
+        await INVOICE_TRANSITIONS.apply(
+            session,
+            Invoice,
+            invoice.id,
+            InvoiceStatus.SENT,
+            source=InvoiceStatus.PENDING,
+            values={"sent_at": utcnow()},
+        )
+    except TransitionRefused:  # already SENT, PAID or CANCELLED
+        return False
+    return True

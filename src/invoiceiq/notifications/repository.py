@@ -1,0 +1,91 @@
+"""Message log SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
+
+# Delivery statuses only move forward: a late "delivered" never replaces "read".
+STATUS_RANK = {
+    DeliveryStatus.QUEUED: 0,
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.READ: 3,
+    DeliveryStatus.FAILED: 4,
+}
+
+
+async def add(session: AsyncSession, **values: Any) -> MessageLog:
+    row = MessageLog(**values)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def add_inbound(
+    session: AsyncSession, *, phone: str, kind: str, provider_message_id: str
+) -> None:
+    await session.execute(
+        sa.insert(MessageLog).values(
+            direction=Direction.INBOUND,
+            kind=kind,
+            phone=phone,
+            provider_message_id=provider_message_id,
+            status=DeliveryStatus.READ,
+        )
+    )
+
+
+async def get(session: AsyncSession, log_id: uuid.UUID) -> MessageLog | None:
+    return await session.get(MessageLog, log_id)
+
+
+async def get_by_provider_id(session: AsyncSession, provider_id: str) -> MessageLog | None:
+    return await session.scalar(
+        sa.select(MessageLog).where(MessageLog.provider_message_id == provider_id)
+    )
+
+
+async def record_sent(
+    session: AsyncSession,
+    log_id: uuid.UUID,
+    *,
+    provider_id: str,
+    template_name: str | None,
+    at: datetime,
+) -> None:
+    await session.execute(
+        sa.update(MessageLog)
+        .where(MessageLog.id == log_id)
+        .values(provider_message_id=provider_id, template_name=template_name, status_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    await advance_status(session, log_id, DeliveryStatus.SENT, at=at)
+
+
+async def advance_status(
+    session: AsyncSession,
+    log_id: uuid.UUID,
+    status: DeliveryStatus,
+    *,
+    at: datetime,
+    error_code: str | None = None,
+) -> bool:
+    """Move the status forward only; True when it moved (so side effects happen once)."""
+    behind = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+    values: dict[str, Any] = {"status": status, "status_at": at}
+    if error_code is not None:
+        values["error_code"] = error_code
+    result = await session.execute(
+        sa.update(MessageLog)
+        .where(MessageLog.id == log_id, MessageLog.status.in_(behind))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,40 @@
+"""Every outbound message goes through here: logged first, then sent by the worker.
+
+Inside the recipient's 24-hour window the free-form message is sent; outside it, the matching
+approved template (WhatsApp refuses free-form there with 131047). The choice is made when the
+worker sends, so it uses the freshest window.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.notifications import repository
+from invoiceiq.notifications.models import DeliveryStatus, Direction
+from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.outbox import service as outbox
+
+SEND_TOPIC = "whatsapp.send"
+
+
+async def send(
+    session: AsyncSession,
+    *,
+    to: str,
+    message: Outbound,
+    invoice_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Log the message (the row exists before the send) and enqueue its send; its log id."""
+    log = await repository.add(
+        session,
+        direction=Direction.OUTBOUND,
+        kind=message.kind,
+        phone=to,
+        status=DeliveryStatus.QUEUED,
+        invoice_id=invoice_id,
+        request=message.to_json(),
+    )
+    await outbox.enqueue(session, SEND_TOPIC, {"message_log_id": str(log.id)}, f"send:{log.id}")
+    return log.id
