@@ -47,18 +47,21 @@ def invoice_for_customer(
         kind=kind,
         text=text,
         buttons=((pay_button_id(invoice.number), PAY_BUTTON_TITLE),),
-        template=TemplateCall(
-            name="invoice" if kind == "invoice" else "invoice_reminder",
-            params=(
-                business_name,
-                invoice.number,
-                format_kes(invoice.amount_cents),
-                invoice.description,
-                link,
-            ),
-            button_payloads=(pay_button_id(invoice.number),),
-        ),
+        template=_invoice_template(invoice, business_name=business_name, link=link, kind=kind),
     )
+
+
+def _invoice_template(
+    invoice: Invoice, *, business_name: str, link: str, kind: str
+) -> TemplateCall:
+    """The approved template for outside the window; same Pay payload as the reply button."""
+    amount = format_kes(invoice.amount_cents)
+    payloads = (pay_button_id(invoice.number),)
+    if kind == "reminder":
+        params: tuple[str, ...] = (business_name, invoice.number, amount, link)
+        return TemplateCall("invoice_reminder", params, payloads)
+    params = (business_name, invoice.number, amount, invoice.description, link)
+    return TemplateCall("invoice_new", params, payloads)
 
 
 def confirmation_for_merchant(invoice: Invoice, *, base_url: str) -> Outbound:

@@ -1,0 +1,139 @@
+"""Delivery outcomes: accepted, failed, and statuses reported later by WhatsApp.
+
+Statuses only move forward, so side effects tied to a change (telling the merchant that an
+invoice was not delivered, re-sending as a template after 131047) happen once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.config import Settings
+from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices import service as invoice_service
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.phone import mask_msisdn
+from invoiceiq.merchants import repository as merchant_repository
+from invoiceiq.notifications import repository, service
+from invoiceiq.notifications.models import DeliveryStatus, MessageLog
+from invoiceiq.notifications.schemas import Outbound, TemplateCall
+from invoiceiq.outbox import service as outbox
+
+# 131047: more than 24 hours since the customer last wrote: only a template gets through.
+# https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes
+OUTSIDE_WINDOW = "131047"
+INVOICE_KINDS = {"invoice", "reminder"}
+REASONS = {
+    "131026": "the number may not be on WhatsApp, or cannot receive messages",
+    "131047": "the customer has not written to us in the last 24 hours",
+    "131049": "WhatsApp held it back to protect the customer's experience",
+    "131050": "the customer has stopped marketing messages",
+    "131051": "the message type is not supported",
+}
+WHAT_TO_DO = "Check the number with your customer, or send them the link another way: {link}"
+
+
+async def on_accepted(session: AsyncSession, log_id: uuid.UUID) -> None:
+    """The provider accepted the message: an invoice becomes SENT."""
+    entry = await repository.get(session, log_id)
+    if entry is None or entry.kind != "invoice" or entry.invoice_id is None:
+        return
+    invoice = await invoice_repository.get(session, entry.invoice_id)
+    if invoice is not None:
+        await invoice_service.mark_sent(session, invoice)
+
+
+async def record_failure(
+    session: AsyncSession, settings: Settings, log_id: uuid.UUID, *, code: str
+) -> None:
+    entry = await repository.get(session, log_id)
+    if entry is None:
+        return
+    moved = await repository.advance_status(
+        session, log_id, DeliveryStatus.FAILED, at=utcnow(), error_code=code
+    )
+    if moved and entry.kind in INVOICE_KINDS:
+        await _tell_merchant(session, settings, entry, code)
+
+
+async def apply_status(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    provider_id: str,
+    status: str,
+    at: datetime,
+    error_code: str | None,
+) -> bool:
+    """Apply a delivery status; False when the message is not known yet (the send's answer is
+    still on its way), so the caller can try again shortly."""
+    entry = await repository.get_by_provider_id(session, provider_id)
+    if entry is None:
+        return False
+    try:
+        target = DeliveryStatus(status)
+    except ValueError:
+        return True  # a status we do not track (e.g. "deleted", "warning")
+    if target is not DeliveryStatus.FAILED:
+        await repository.advance_status(session, entry.id, target, at=at)
+        return True
+    code = error_code or "unknown"
+    if code == OUTSIDE_WINDOW and entry.template_name is None and _has_template(entry):
+        await repository.advance_status(session, entry.id, target, at=at, error_code=code)
+        await _resend_as_template(session, entry)
+        return True
+    await record_failure(session, settings, entry.id, code=code)
+    return True
+
+
+def _has_template(entry: MessageLog) -> bool:
+    return bool(entry.request and entry.request.get("template"))
+
+
+async def _resend_as_template(session: AsyncSession, entry: MessageLog) -> None:
+    """Once per failed message: the dedupe key makes a repeated status a no-op."""
+    new_id = uuid.uuid4()
+    added = await outbox.enqueue(
+        session,
+        service.SEND_TOPIC,
+        {"message_log_id": str(new_id), "as_template": True},
+        f"resend-as-template:{entry.id}",
+    )
+    if added:
+        await repository.add(
+            session,
+            id=new_id,
+            direction=entry.direction,
+            kind=entry.kind,
+            phone=entry.phone,
+            status=DeliveryStatus.QUEUED,
+            invoice_id=entry.invoice_id,
+            request=entry.request,
+        )
+
+
+async def _tell_merchant(
+    session: AsyncSession, settings: Settings, entry: MessageLog, code: str
+) -> None:
+    if entry.invoice_id is None:
+        return
+    invoice = await invoice_repository.get(session, entry.invoice_id)
+    merchant = await merchant_repository.get(session, invoice.merchant_id) if invoice else None
+    if invoice is None or merchant is None:
+        return
+    reason = REASONS.get(code, "WhatsApp did not accept the message")
+    who = mask_msisdn(invoice.customer_phone)
+    link = f"{settings.base_url}/i/{invoice.public_token}"
+    text = (
+        f"We could not deliver invoice {invoice.number} to {who}: {reason}.\n"
+        + WHAT_TO_DO.format(link=link)
+    )
+    message = Outbound(
+        kind="alert",
+        text=text,
+        template=TemplateCall("merchant_delivery_failed", (invoice.number, who, reason)),
+    )
+    await service.send(session, to=merchant.phone, message=message, invoice_id=invoice.id)

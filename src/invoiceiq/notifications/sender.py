@@ -1,0 +1,101 @@
+"""The `whatsapp.send` outbox handler: send one logged message, then record what happened.
+
+Free-form inside the recipient's 24-hour window, the approved template outside it
+(https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows).
+A send is retried on transient and ambiguous failures (WhatsApp has no idempotency key, so a
+rare duplicate is accepted); a rejected send is final and, for an invoice, told to the merchant.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from invoiceiq.config import Settings
+from invoiceiq.customers import service as customer_service
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.notifications import delivery, repository
+from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.whatsapp.client import SentMessage, WhatsAppClient
+from invoiceiq.whatsapp.errors import WhatsAppError
+from invoiceiq.worker import RetryLater
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    phone: str
+    message: Outbound
+    as_template: bool
+
+
+class Sender:
+    def __init__(
+        self, *, sessions: SessionFactory, client: WhatsAppClient, settings: Settings
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._settings = settings
+
+    async def __call__(self, row: ClaimedRow) -> None:
+        log_id = uuid.UUID(row.payload["message_log_id"])
+        plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
+        if plan is None:
+            return  # already sent by an earlier run of this row
+        try:
+            sent = await self._send(plan)
+        except WhatsAppError as error:
+            final = error.kind == "rejected" or row.attempts >= self._settings.outbox_max_attempts
+            if not final:
+                raise RetryLater(str(error)) from None
+            log.warning("whatsapp send failed", extra={"kind": error.kind, "code": error.code})
+            async with unit_of_work(self._sessions) as session:
+                await delivery.record_failure(
+                    session, self._settings, log_id, code=str(error.code or error.kind)
+                )
+            return
+        template_name = (
+            plan.message.template.name if plan.as_template and plan.message.template else None
+        )
+        async with unit_of_work(self._sessions) as session:
+            await repository.record_sent(
+                session,
+                log_id,
+                provider_id=sent.message_id,
+                template_name=template_name,
+                at=utcnow(),
+            )
+            await delivery.on_accepted(session, log_id)
+
+    async def _plan(self, log_id: uuid.UUID, *, force_template: bool) -> Plan | None:
+        async with unit_of_work(self._sessions) as session:
+            entry = await repository.get(session, log_id)
+            if entry is None or entry.provider_message_id is not None or entry.request is None:
+                return None
+            message = Outbound.from_json(entry.request)
+            in_window = await customer_service.window_open(
+                session, entry.phone, window_seconds=self._settings.customer_window
+            )
+        as_template = message.template is not None and (force_template or not in_window)
+        return Plan(entry.phone, message, as_template)
+
+    async def _send(self, plan: Plan) -> SentMessage:
+        message = plan.message
+        if plan.as_template and message.template is not None:
+            return await self._client.send_template(
+                to=plan.phone,
+                name=message.template.name,
+                language=message.template.language,
+                body_params=message.template.params,
+                button_payloads=message.template.button_payloads,
+            )
+        if message.buttons:
+            return await self._client.send_buttons(
+                to=plan.phone, body=message.text, buttons=message.buttons, footer=message.footer
+            )
+        return await self._client.send_text(to=plan.phone, body=message.text)
