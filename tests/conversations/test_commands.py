@@ -1,0 +1,97 @@
+"""The merchant command grammar of DESIGN §5."""
+
+from __future__ import annotations
+
+import pytest
+
+from invoiceiq.conversations.commands import (
+    CommandError,
+    Help,
+    InvoiceAction,
+    OneLineInvoice,
+    SetName,
+    SetVat,
+    StartGuided,
+    Unknown,
+    Unpaid,
+    parse_command,
+)
+
+MAX = 150_000
+
+
+def parse(text: str) -> object:
+    return parse_command(text, max_amount=MAX)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("help", Help()),
+        ("  HELP ", Help()),
+        ("invoice", StartGuided()),
+        ("Invoice", StartGuided()),
+        ("unpaid", Unpaid()),
+        ("status inv7k3qx9a", InvoiceAction("status", "INV7K3QX9A")),
+        ("CANCEL   INV7K3QX9A", InvoiceAction("cancel", "INV7K3QX9A")),
+        ("remind INV7K3QX9A", InvoiceAction("remind", "INV7K3QX9A")),
+        ("name  Wanjiku   Designs ", SetName("Wanjiku Designs")),
+        ("vat ON", SetVat(True)),
+        ("vat off", SetVat(False)),
+        ("hello there", Unknown()),
+        ("", Unknown()),
+    ],
+)
+def test_commands(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    "phone", ["0712345678", "+254712345678", "254712345678", "0112345678", "254112345678"]
+)
+def test_one_line_invoice_phone_forms(phone: str) -> None:
+    command = parse(f"invoice {phone} 1500 Logo design")
+    assert isinstance(command, OneLineInvoice)
+    assert command.phone == ("2541" if phone[-9] == "1" else "2547") + phone[-8:]
+    assert command.amount_cents == 150_000
+    assert command.description == "Logo design"
+
+
+@pytest.mark.parametrize("amount", ["1500", "1,500", "KES 1500", "Ksh1,500", "kes 1,500"])
+def test_one_line_amount_forms(amount: str) -> None:
+    command = parse(f"INVOICE   0712345678   {amount}   Logo   design")
+    assert command == OneLineInvoice(150_000, "Logo design", phone="254712345678")
+
+
+def test_saved_name_is_every_word_before_the_amount() -> None:
+    assert parse("invoice Mama Mboga 500 Sukuma wiki") == OneLineInvoice(
+        50_000, "Sukuma wiki", saved_name="Mama Mboga"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("invoice 123456 1000 Services", "phone"),
+        ("invoice 254712345678 0 Services", "at least KSh 1"),
+        ("invoice 254712345678 1000", "Add what the invoice is for"),
+        ("invoice 254712345678 1000 ab", "too short"),
+        ("invoice 254712345678 1000 " + "x" * 121, "too long"),
+        ("invoice 254712345678 1000.50 Cake", "whole shillings"),
+        ("invoice 254712345678 150001 Car", "150,000"),
+        ("invoice 254712345678 Cake", "amount"),
+        ("invoice Jane", "phone"),
+        ("status 12", "invoice number"),
+        ("vat maybe", "vat on"),
+        ("name", "business name"),
+    ],
+)
+def test_errors_say_what_to_type(text: str, fragment: str) -> None:
+    with pytest.raises(CommandError) as error:
+        parse(text)
+    assert fragment.lower() in error.value.message.lower()
+
+
+def test_description_of_exactly_the_limits_is_accepted() -> None:
+    assert isinstance(parse("invoice 0712345678 10 abc"), OneLineInvoice)
+    assert isinstance(parse("invoice 0712345678 10 " + "y" * 120), OneLineInvoice)
