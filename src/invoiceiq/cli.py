@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
+import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
-from invoiceiq.config import ConfigError, Settings
+from invoiceiq.config import Settings, describe_settings_error
 from invoiceiq.db import migrate
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.handlers import outbox_handlers
 from invoiceiq.main import create_app, worker_options
 from invoiceiq.ops.logging import configure_logging
+from invoiceiq.providers import make_providers
 from invoiceiq.worker import Worker
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-app = typer.Typer(help="InvoiceIQ: invoice from WhatsApp, get paid by M-PESA.", no_args_is_help=True)
+app = typer.Typer(
+    help="InvoiceIQ: invoice from WhatsApp, get paid by M-PESA.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -31,24 +39,49 @@ def load_settings() -> Settings:
     """Settings from the environment and .env; a clear message instead of a traceback."""
     try:
         return Settings()
-    except (ConfigError, ValidationError) as error:
-        typer.echo(f"Configuration error: {error}", err=True)
+    except ValidationError as error:
+        typer.echo(describe_settings_error(error), err=True)
         raise typer.Exit(code=2) from None
 
 
+class DatabaseUnreachable(Exception):
+    """The database named by DATABASE_URL cannot be reached: a configuration problem."""
+
+
 def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; an unreachable database is a message and exit code 1, not a traceback."""
+
     async def main() -> T:
         return await coroutine_factory()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except DatabaseUnreachable as error:
+        typer.echo(f"Database error: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 async def _upgrade(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
+        await _check_connection(engine)
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
+
+
+async def _check_connection(engine: AsyncEngine) -> None:
+    """Connect once before migrating: a wrong URL, host or password gets a clear message,
+    while a failing migration (a bug, not configuration) keeps its traceback."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    except (OSError, TimeoutError, SQLAlchemyError) as error:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = getattr(error, "orig", None) or error
+        raise DatabaseUnreachable(
+            f"cannot connect to {where} ({type(reason).__name__}: {reason}); check DATABASE_URL"
+        ) from error
 
 
 @db_app.command("upgrade")
@@ -72,9 +105,30 @@ def serve(
     settings = load_settings()
     configure_logging()
     run(lambda: _upgrade(settings))
-    application = create_app(settings, run_worker=not no_worker)
-    config = uvicorn.Config(application, host=host, port=port, log_config=None, access_log=False)
-    uvicorn.Server(config).run()
+    application = create_app(
+        settings, run_worker=not no_worker, local_origin=f"http://127.0.0.1:{port}"
+    )
+    uvicorn.Server(uvicorn_config(application, settings, host=host, port=port)).run()
+
+
+def uvicorn_config(
+    application: ASGIApp, settings: Settings, *, host: str, port: int
+) -> uvicorn.Config:
+    """Logging is ours (JSON, masked); X-Forwarded-* is believed from TRUSTED_PROXIES only.
+
+    Left to itself uvicorn trusts 127.0.0.1 (or $FORWARDED_ALLOW_IPS), so any local process
+    could pick the client address the rate limits see (DESIGN §7).
+    """
+    trusted = settings.trusted_proxies
+    return uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=list(trusted) if trusted else [],
+    )
 
 
 @app.command()
@@ -89,17 +143,26 @@ async def _run_worker(settings: Settings) -> None:
     await _upgrade(settings)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    outbox_worker = Worker(sessions, outbox_handlers(settings, sessions), worker_options(settings))
+    # A separate worker has no server of its own: provider URLs must point somewhere real, or at
+    # a standalone simulator (`invoiceiq simulator`) through WHATSAPP_API_URL / MPESA_API_URL.
+    providers = make_providers(settings, local_origin=settings.base_url)
+    handlers = outbox_handlers(settings, sessions, providers)
+    outbox_worker = Worker(sessions, handlers, worker_options(settings))
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stopping.append(loop.create_task(outbox_worker.stop())))
+        loop.add_signal_handler(
+            sig, lambda: stopping.append(loop.create_task(outbox_worker.stop()))
+        )
+    log.info("worker started")
     try:
         await outbox_worker.run()
         if stopping:
             await asyncio.gather(*stopping)
     finally:
+        await providers.aclose()
         await engine.dispose()
+    log.info("worker stopped")
 
 
 def main() -> None:
@@ -107,4 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import sqlalchemy as sa
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
 
 SANDBOX_SHORTCODE = "174379"
 # Safaricom's published sandbox passkey for shortcode 174379: public, not a secret.
-SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"  # noqa: S105
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 
 DARAJA_URLS = {
     "sandbox": "https://sandbox.safaricom.co.ke",
@@ -46,8 +48,14 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     """Every setting of DESIGN §2. Built once (`Settings()`) and passed in."""
 
+    # env_ignore_empty: `METRICS_TOKEN=` (as left by copying .env.example) means "unset", not an
+    # empty token that production would accept and /metrics would compare against.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     environment: Environment = Environment.DEVELOPMENT
@@ -95,6 +103,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
 
     @field_validator("base_url", "whatsapp_api_url", "mpesa_api_url")
     @classmethod
@@ -161,14 +174,48 @@ class Settings(BaseSettings):
         return DARAJA_URLS[self.mpesa_environment.value]
 
 
-_SECRETS = (
-    "whatsapp_api_key",
-    "whatsapp_webhook_secret",
-    "whatsapp_verify_token",
-    "mpesa_consumer_key",
-    "mpesa_consumer_secret",
-    "mpesa_callback_secret",
+_DATABASE_HINT = (
+    "use sqlite+aiosqlite:///./invoiceiq.db or postgresql+asyncpg://user:password@host:5432/name"
 )
+
+
+def async_database_url(value: str) -> str:
+    """DATABASE_URL with the async driver SQLAlchemy needs; refuses any other database.
+
+    `postgres://` and `postgresql://` (what Fly.io and most hosts hand out) become
+    `postgresql+asyncpg://`, and their libpq `sslmode` becomes asyncpg's `ssl`; `sqlite://`
+    becomes `sqlite+aiosqlite://`. The message never repeats the URL: it may hold a password.
+    """
+    try:
+        url = sa.make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; {_DATABASE_HINT}") from None
+    if url.drivername in ("sqlite", "sqlite+aiosqlite"):
+        scheme, rest = value.split(":", 1)
+        return f"sqlite+aiosqlite:{rest}" if scheme == "sqlite" else value
+    if url.drivername not in ("postgres", "postgresql", "postgresql+asyncpg"):
+        raise ValueError(f"must be SQLite or PostgreSQL; {_DATABASE_HINT}")
+    if url.drivername == "postgresql+asyncpg" and "sslmode" not in url.query:
+        return value
+    url = url.set(drivername="postgresql+asyncpg")
+    if "sslmode" in url.query:
+        url = url.update_query_dict({"ssl": url.query["sslmode"]}).difference_update_query(
+            ["sslmode"]
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """A ValidationError of Settings as lines people can act on, never echoing a value.
+
+    Pydantic's own text repeats the input, which holds the secrets.
+    """
+    lines: list[str] = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in item["loc"]).upper()
+        lines.append(f"{field}: {message}" if field else message)
+    return "Configuration error:\n" + "\n".join(lines)
 
 
 def production_problems(settings: Settings) -> list[str]:
@@ -178,9 +225,10 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("SIMULATOR is on; set SIMULATOR=false")
     if settings.mpesa_environment is MpesaEnvironment.SIMULATOR:
         problems.append("MPESA_ENVIRONMENT=simulator; set sandbox or production")
-    for name in _SECRETS:
-        value: SecretStr = getattr(settings, name)
-        if value.get_secret_value().startswith("dev-"):
+    # Every secret, optional ones included once set (METRICS_TOKEN=dev-token is a placeholder too).
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value().startswith("dev-"):
             problems.append(f"{name.upper()} is a dev- placeholder; set a real secret")
     if settings.is_sqlite:
         problems.append("DATABASE_URL is SQLite; use PostgreSQL (postgresql+asyncpg://...)")

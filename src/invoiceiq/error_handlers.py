@@ -28,13 +28,14 @@ _HTTP_CODES = {
 }
 
 
-def _new_error_id() -> str:
-    return uuid.uuid4().hex[:12]
+def new_error_id() -> str:
+    """48 random bits after a letter: an all-digit id would be masked in logs as a phone number."""
+    return "e" + uuid.uuid4().hex[:12]
 
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    error_id = _new_error_id()
+    error_id = new_error_id()
     log.info("app error", extra={"code": exc.code, "error_id": error_id})
     return JSONResponse(
         error_body(exc.code, exc.message, error_id, exc.fields), status_code=exc.status_code
@@ -46,7 +47,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else "Request refused."
     return JSONResponse(
-        error_body(code, message, _new_error_id()),
+        error_body(code, message, new_error_id()),
         status_code=exc.status_code,
         headers=exc.headers,
     )
@@ -59,18 +60,25 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         location = [str(part) for part in item.get("loc", ()) if part not in ("body", "query")]
         fields[".".join(location) or "request"] = item.get("msg", "invalid")
     return JSONResponse(
-        error_body("validation_error", "Some fields are invalid.", _new_error_id(), fields),
+        error_body("validation_error", "Some fields are invalid.", new_error_id(), fields),
         status_code=422,
     )
 
 
-async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
-    error_id = _new_error_id()
+def unhandled_response(exc: BaseException) -> JSONResponse:
+    """Log `exc` with its stack under a new error id; people get only the id."""
+    error_id = new_error_id()
     log.error("unhandled error", exc_info=exc, extra={"error_id": error_id})
     return JSONResponse(
         error_body("internal_error", "Something went wrong on our side.", error_id),
         status_code=500,
     )
+
+
+async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+    # A fallback: RequestContextMiddleware renders the 500 itself, inside the request's context
+    # (request id in the log line and the response). This runs only for errors raised outside it.
+    return unhandled_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

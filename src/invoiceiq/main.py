@@ -15,6 +15,9 @@ from invoiceiq.error_handlers import install_error_handlers
 from invoiceiq.handlers import outbox_handlers
 from invoiceiq.ops.middleware import RequestContextMiddleware
 from invoiceiq.ops.router import router as ops_router
+from invoiceiq.providers import make_providers
+from invoiceiq.simulator.app import create_simulator, mount_simulator, register_app_webhook
+from invoiceiq.whatsapp.callbacks import router as whatsapp_router
 from invoiceiq.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -24,9 +27,20 @@ def worker_options(settings: Settings) -> WorkerOptions:
     return WorkerOptions(lease=settings.outbox_lease, max_attempts=settings.outbox_max_attempts)
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> FastAPI:
-    """Build the app. `run_worker=False` is `serve --no-worker`: other processes drain the outbox."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool = True,
+    local_origin: str = "http://127.0.0.1:8000",
+) -> FastAPI:
+    """Build the app; `run_worker=False` is `serve --no-worker` (other processes drain the outbox).
+
+    The engine, session factory and worker are made in the lifespan, so building the app does
+    no I/O and tests can add routes before starting it. `local_origin` is where this process
+    listens: with the simulator on and no provider URLs set, the clients talk to it there.
+    """
     settings = settings or Settings()
+    simulator = create_simulator(settings) if settings.simulator_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,20 +52,34 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 worker_box[0].wake()
 
         sessions = make_session_factory(engine, on_outbox_commit=wake)
+        providers = make_providers(settings, local_origin=local_origin)
         app.state.engine, app.state.sessions = engine, sessions
+        app.state.providers = providers
+        if simulator is not None:
+            register_app_webhook(
+                simulator,
+                local_origin=local_origin,
+                secret=settings.whatsapp_webhook_secret.get_secret_value(),
+            )
         worker_task = None
         if run_worker:
-            worker = Worker(sessions, outbox_handlers(settings, sessions), worker_options(settings))
+            handlers = outbox_handlers(settings, sessions, providers)
+            worker = Worker(sessions, handlers, worker_options(settings))
             worker_box.append(worker)
             app.state.worker = worker
             worker_task = asyncio.create_task(worker.run(), name="outbox-worker")
         try:
             yield
         finally:
-            if worker_task is not None:
-                await worker_box[0].stop()
-                await worker_task
-            await engine.dispose()
+            try:
+                if worker_task is not None:
+                    await worker_box[0].stop()
+                    await worker_task
+            finally:
+                await providers.aclose()
+                if simulator is not None:
+                    await simulator.aclose()
+                await engine.dispose()
 
     app = FastAPI(
         title="InvoiceIQ",
@@ -63,4 +91,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(ops_router)
+    app.include_router(whatsapp_router)
+    if simulator is not None:
+        app.state.simulator = simulator
+        mount_simulator(app, simulator)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,7 +25,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest migration shipped with this code (read once: it cannot change at run time)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 

@@ -1,4 +1,9 @@
-"""Per-request id, one log line, and metrics: a plain ASGI middleware (cheap on the hot path)."""
+"""Per-request id, one log line, and metrics: a plain ASGI middleware (cheap on the hot path).
+
+It also renders unhandled errors. Starlette hands `Exception` handlers to its outermost
+ServerErrorMiddleware, which runs after this middleware has returned: the log line would lose
+the request id and the 500 its X-Request-ID. Rendering here keeps both.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ import time
 import uuid
 from typing import Any
 
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from invoiceiq.error_handlers import unhandled_response
 from invoiceiq.ops import metrics
 from invoiceiq.ops.logging import request_id_var
 
@@ -29,16 +36,25 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                response_started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                log.exception("error after the response started")
+                raise
+            await unhandled_response(exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = _route_label(scope)
@@ -47,8 +63,12 @@ class RequestContextMiddleware:
             metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
             log.info(
                 "request",
-                extra={"method": method, "route": route, "status": status,
-                       "ms": round(elapsed * 1000, 2)},
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
             )
             request_id_var.reset(token)
 
@@ -56,16 +76,23 @@ class RequestContextMiddleware:
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             return text if _SAFE_ID.match(text) else None
     return None
 
 
 def _route_label(scope: Scope) -> str:
-    """The route template, never the raw path: paths carry secrets and tokens."""
+    """The route template, never the raw path: paths carry secrets, tokens and phone numbers.
+
+    The router records the matched route in the scope, and a mount adds its prefix to
+    root_path. A mount whose app matched nothing inside (or has no routes, like static files)
+    leaves only its app as the endpoint: it is labelled by its prefix.
+    """
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
+    mount_root: str = scope.get("root_path", "")
+    if isinstance(route, Mount) or (path is None and scope.get("endpoint") is not None):
+        return f"{mount_root}/*"
     if isinstance(path, str):
-        mount_root = scope.get("root_path", "")
         return f"{mount_root}{path}"
     return "unmatched"
