@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
+from invoiceiq.admin_cli import merchant_app, whatsapp_app
 from invoiceiq.config import Settings, describe_settings_error
 from invoiceiq.db import migrate
 from invoiceiq.db.engine import make_engine, make_session_factory
@@ -23,6 +24,7 @@ from invoiceiq.handlers import outbox_handlers
 from invoiceiq.main import create_app, worker_options
 from invoiceiq.ops.logging import configure_logging
 from invoiceiq.providers import make_providers
+from invoiceiq.simulator.cli import simulator as simulator_command
 from invoiceiq.worker import Worker
 
 T = TypeVar("T")
@@ -33,6 +35,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(whatsapp_app, name="whatsapp")
+app.command("simulator")(simulator_command)
 
 
 def load_settings() -> Settings:

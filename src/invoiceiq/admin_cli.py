@@ -1,0 +1,123 @@
+"""Operator commands: merchants and the WhatsApp webhook (DESIGN §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.config import Settings
+from invoiceiq.conversations import texts
+from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.errors import AppError
+from invoiceiq.kit.http import make_http_client
+from invoiceiq.kit.phone import PhoneError, mask_msisdn, normalize_msisdn
+from invoiceiq.merchants import service as merchant_service
+from invoiceiq.merchants.states import MerchantStatus
+from invoiceiq.notifications import service as notifications
+from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.whatsapp.client import WhatsAppClient
+from invoiceiq.whatsapp.errors import WhatsAppError
+
+T = TypeVar("T")
+
+merchant_app = typer.Typer(help="Merchants: approve, suspend.", no_args_is_help=True)
+whatsapp_app = typer.Typer(help="The WhatsApp channel (360dialog).", no_args_is_help=True)
+
+Msisdn = Annotated[str, typer.Argument(help="The merchant's WhatsApp number, e.g. 0712345678.")]
+
+
+def _phone(raw: str) -> str:
+    try:
+        return normalize_msisdn(raw)
+    except PhoneError as error:
+        typer.echo(error.message, err=True)
+        raise typer.Exit(code=2) from None
+
+
+async def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction (the CLI's commit site is db/uow)."""
+    engine = make_engine(settings.database_url)
+    try:
+        async with unit_of_work(make_session_factory(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def _run_admin(work: Callable[[Settings], Awaitable[str]]) -> None:
+    from invoiceiq.cli import load_settings, run
+
+    settings = load_settings()
+    try:
+        typer.echo(run(lambda: work(settings)))
+    except AppError as error:
+        typer.echo(error.message, err=True)
+        raise typer.Exit(code=1) from None
+
+
+@merchant_app.command("approve")
+def approve(msisdn: Msisdn) -> None:
+    """Let a merchant who signed up under MERCHANT_SIGNUP=approval send invoices."""
+    phone = _phone(msisdn)
+
+    async def work(settings: Settings) -> str:
+        async def change(session: AsyncSession) -> str:
+            merchant = await merchant_service.set_status(
+                session, phone=phone, status=MerchantStatus.ACTIVE
+            )
+            name = merchant.business_name or ""
+            await notifications.send(
+                session,
+                to=phone,
+                message=Outbound(kind="account", text=texts.APPROVED.format(name=name)),
+            )
+            return f"approved {mask_msisdn(phone)} ({name})"
+
+        return await in_transaction(settings, change)
+
+    _run_admin(work)
+
+
+@merchant_app.command("suspend")
+def suspend(msisdn: Msisdn) -> None:
+    """Stop a merchant from sending invoices (their existing invoices stay as they are)."""
+    phone = _phone(msisdn)
+
+    async def work(settings: Settings) -> str:
+        async def change(session: AsyncSession) -> str:
+            await merchant_service.set_status(session, phone=phone, status=MerchantStatus.SUSPENDED)
+            return f"suspended {mask_msisdn(phone)}"
+
+        return await in_transaction(settings, change)
+
+    _run_admin(work)
+
+
+@whatsapp_app.command("register-webhook")
+def register_webhook() -> None:
+    """Tell 360dialog to post this number's webhooks to {BASE_URL}/whatsapp/webhook."""
+
+    async def work(settings: Settings) -> str:
+        url = f"{settings.base_url}/whatsapp/webhook"
+        async with make_http_client() as http:
+            client = WhatsAppClient(
+                settings.whatsapp_url(settings.base_url),
+                settings.whatsapp_api_key.get_secret_value(),
+                http,
+            )
+            try:
+                await client.register_webhook(
+                    url=url,
+                    headers={
+                        "X-Webhook-Secret": settings.whatsapp_webhook_secret.get_secret_value()
+                    },
+                )
+            except WhatsAppError as error:
+                raise AppError(f"360dialog refused the webhook: {error.title}") from None
+        return f"webhook registered: {url}"
+
+    _run_admin(work)
