@@ -51,6 +51,9 @@ class RunningApp:
 class Phone:
     app: RunningApp
     msisdn: str
+    # How many inbox messages there were before the last thing this phone wrote: the replies
+    # to it start there, however fast they arrive.
+    _mark: int = 0
 
     async def say(self, text: str) -> dict[str, Any]:
         return await self._write({"text": text})
@@ -59,6 +62,7 @@ class Phone:
         return await self._write({"button_id": button_id, "kind": kind})
 
     async def _write(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._mark = len(await self.inbox())
         answer: dict[str, Any] = await self.app.control(
             "POST", f"/phones/{self.msisdn}/messages", json=body
         )
@@ -89,10 +93,14 @@ class Phone:
         return await self.wait_for(lambda messages: len(messages) >= count, timeout=timeout)
 
     async def next_reply(self, *, timeout: float = 15.0) -> Message:
-        """Wait for one message more than the phone has now; return it."""
-        before = len(await self.inbox())
-        messages = await self.wait_for_count(before + 1, timeout=timeout)
-        return messages[before]
+        """The next message after the mark (set when this phone last wrote); moves the mark."""
+        messages = await self.wait_for_count(self._mark + 1, timeout=timeout)
+        self._mark += 1
+        return messages[self._mark - 1]
+
+    def skip_to(self, count: int) -> None:
+        """Messages before `count` have been seen (e.g. ones not caused by this phone)."""
+        self._mark = count
 
 
 @contextlib.asynccontextmanager
@@ -120,3 +128,21 @@ async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[Runn
         server.should_exit = True
         await task
         sock.close()
+
+
+async def rows(database_url: str, model: Any, *where: Any) -> list[Any]:
+    """Read rows straight from the database the app uses (a separate engine, like an operator)."""
+    import sqlalchemy as sa
+
+    from invoiceiq.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            return list(await session.scalars(sa.select(model).where(*where)))
+    finally:
+        await engine.dispose()
+
+
+def texts_of(messages: list[Message]) -> list[str]:
+    return [m.get("text") or "" for m in messages]

@@ -39,6 +39,9 @@ async def handle_message(
     session: AsyncSession, settings: Settings, message: IncomingMessage
 ) -> None:
     """Handle one inbound message: state changes and replies (as outbox rows) in one go."""
+    await notifications.log_inbound(
+        session, phone=message.phone, kind=message.kind, wamid=message.wamid
+    )
     await customer_service.record_inbound(session, message.phone)
     # Locking the merchant row serialises one merchant's messages across processes, so two
     # taps of Send (or two answers) cannot both act on the same conversation state.

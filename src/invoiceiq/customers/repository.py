@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.customers.models import Customer
 from invoiceiq.db.upsert import insert_if_absent
-from invoiceiq.merchants.models import Merchant
 
 
 async def get(session: AsyncSession, *, merchant_id: uuid.UUID, phone: str) -> Customer | None:
@@ -80,12 +79,3 @@ async def is_opted_out(session: AsyncSession, phone: str) -> bool:
         .limit(1)
     )
     return found is not None
-
-
-async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
-    """When this phone last wrote to the business, as a customer or as a merchant."""
-    as_customer = sa.select(sa.func.max(Customer.last_inbound_at)).where(Customer.phone == phone)
-    as_merchant = sa.select(Merchant.last_inbound_at).where(Merchant.phone == phone)
-    times = [await session.scalar(as_customer), await session.scalar(as_merchant)]
-    present = [t for t in times if t is not None]
-    return max(present) if present else None

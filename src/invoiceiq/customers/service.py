@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.customers import repository
 from invoiceiq.customers.models import Customer
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.merchants import repository as merchant_repository
 
 
 async def remember(
@@ -33,16 +31,9 @@ async def find_by_name(
     return await repository.find_by_name(session, merchant_id=merchant_id, name=name)
 
 
-async def record_inbound(session: AsyncSession, phone: str, at: datetime | None = None) -> None:
-    """The phone wrote to the business: its 24-hour customer service window (re)opens."""
-    moment = at or utcnow()
-    await repository.touch_inbound(session, phone, moment)
-    await merchant_repository.touch_inbound(session, phone, moment)
-
-
-async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:
-    last = await repository.last_inbound_at(session, phone)
-    return last is not None and utcnow() - last < timedelta(seconds=window_seconds)
+async def record_inbound(session: AsyncSession, phone: str) -> None:
+    """Keep "last wrote to the business" on the phone's address-book entries."""
+    await repository.touch_inbound(session, phone, utcnow())
 
 
 async def opt_out(session: AsyncSession, phone: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,5 +19,3 @@ class Merchant(IdMixin, TimestampMixin, Base):
         str_enum(MerchantStatus), default=MerchantStatus.ACTIVE
     )
     vat_enabled: Mapped[bool] = mapped_column(default=True)
-    # The merchant's own 24-hour window: their messages to the business open it.
-    last_inbound_at: Mapped[datetime | None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,13 +33,4 @@ async def update(session: AsyncSession, merchant_id: uuid.UUID, **values: Any) -
         .where(Merchant.id == merchant_id)
         .values(**values)
         .execution_options(synchronize_session="fetch")
-    )
-
-
-async def touch_inbound(session: AsyncSession, phone: str, at: datetime) -> None:
-    await session.execute(
-        sa.update(Merchant)
-        .where(Merchant.phone == phone)
-        .values(last_inbound_at=at)
-        .execution_options(synchronize_session=False)
     )

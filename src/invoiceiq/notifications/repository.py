@@ -89,3 +89,12 @@ async def advance_status(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
+    """When this phone last wrote to the business (the start of its 24-hour window)."""
+    return await session.scalar(
+        sa.select(sa.func.max(MessageLog.created_at)).where(
+            MessageLog.phone == phone, MessageLog.direction == Direction.INBOUND
+        )
+    )

@@ -13,11 +13,11 @@ import uuid
 from dataclasses import dataclass
 
 from invoiceiq.config import Settings
-from invoiceiq.customers import service as customer_service
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.notifications import delivery, repository
+from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.whatsapp.client import SentMessage, WhatsAppClient
@@ -78,7 +78,7 @@ class Sender:
             if entry is None or entry.provider_message_id is not None or entry.request is None:
                 return None
             message = Outbound.from_json(entry.request)
-            in_window = await customer_service.window_open(
+            in_window = await notifications.window_open(
                 session, entry.phone, window_seconds=self._settings.customer_window
             )
         as_template = message.template is not None and (force_template or not in_window)

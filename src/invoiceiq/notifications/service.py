@@ -8,15 +8,27 @@ worker sends, so it uses the freshest window.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.kit.clock import utcnow
 from invoiceiq.notifications import repository
 from invoiceiq.notifications.models import DeliveryStatus, Direction
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox import service as outbox
 
 SEND_TOPIC = "whatsapp.send"
+
+
+async def log_inbound(session: AsyncSession, *, phone: str, kind: str, wamid: str) -> None:
+    """Every inbound message is logged; the newest one opens the sender's 24-hour window."""
+    await repository.add_inbound(session, phone=phone, kind=kind, provider_message_id=wamid)
+
+
+async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:
+    last = await repository.last_inbound_at(session, phone)
+    return last is not None and utcnow() - last < timedelta(seconds=window_seconds)
 
 
 async def send(

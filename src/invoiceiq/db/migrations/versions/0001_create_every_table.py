@@ -55,7 +55,6 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("vat_enabled", sa.Boolean(), nullable=False),
-        sa.Column("last_inbound_at", invoiceiq.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", invoiceiq.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", invoiceiq.db.types.UTCDateTime(timezone=True), nullable=False),
