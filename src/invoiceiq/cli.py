@@ -150,7 +150,7 @@ async def _run_worker(settings: Settings) -> None:
     sessions = make_session_factory(engine)
     # A separate worker has no server of its own: provider URLs must point somewhere real, or at
     # a standalone simulator (`invoiceiq simulator`) through WHATSAPP_API_URL / MPESA_API_URL.
-    providers = make_providers(settings, local_origin=settings.base_url)
+    providers = make_providers(settings, local_origin=settings.base_url, sessions=sessions)
     handlers = outbox_handlers(settings, sessions, providers)
     outbox_worker = Worker(sessions, handlers, worker_options(settings))
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.error_handlers import install_error_handlers
 from invoiceiq.handlers import outbox_handlers
+from invoiceiq.mpesa.callbacks import router as mpesa_router
 from invoiceiq.ops.middleware import RequestContextMiddleware
 from invoiceiq.ops.router import router as ops_router
 from invoiceiq.providers import make_providers
@@ -52,7 +53,7 @@ def create_app(
                 worker_box[0].wake()
 
         sessions = make_session_factory(engine, on_outbox_commit=wake)
-        providers = make_providers(settings, local_origin=local_origin)
+        providers = make_providers(settings, local_origin=local_origin, sessions=sessions)
         app.state.engine, app.state.sessions = engine, sessions
         app.state.providers = providers
         if simulator is not None:
@@ -92,6 +93,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ops_router)
     app.include_router(whatsapp_router)
+    app.include_router(mpesa_router)
     if simulator is not None:
         app.state.simulator = simulator
         mount_simulator(app, simulator)

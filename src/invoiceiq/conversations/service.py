@@ -30,7 +30,9 @@ from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.payments import service as payment_service
 
+PAY_PREFIX = "pay:"
 # Commands that interrupt a guided flow; anything else typed mid-flow is an answer.
 MID_FLOW_COMMANDS = (Help, Unpaid, InvoiceAction, StartGuided, OneLineInvoice)
 
@@ -46,7 +48,12 @@ async def handle_message(
     # Locking the merchant row serialises one merchant's messages across processes, so two
     # taps of Send (or two answers) cannot both act on the same conversation state.
     merchant = await merchant_service.find(session, message.phone, lock=True)
-    if merchant is not None and merchant.business_name:
+    button = message.button_id or ""
+    if message.kind == "button" and button.startswith(PAY_PREFIX):
+        replies = await payment_service.tap_to_pay(
+            session, settings, phone=message.phone, number=button.removeprefix(PAY_PREFIX)
+        )
+    elif merchant is not None and merchant.business_name:
         replies = await _from_merchant(session, settings, merchant, message)
     else:
         replies = await _from_someone_else(session, settings, message)

@@ -36,7 +36,21 @@ async def mark_processed(
     session: AsyncSession, event_id: uuid.UUID, *, at: datetime, error: str | None = None
 ) -> None:
     await session.execute(
-        sa.update(InboxEvent)
-        .where(InboxEvent.id == event_id)
-        .values(processed_at=at, error=error)
+        sa.update(InboxEvent).where(InboxEvent.id == event_id).values(processed_at=at, error=error)
+    )
+
+
+async def unprocessed_with_prefix(
+    session: AsyncSession, *, source: str, prefix: str
+) -> list[InboxEvent]:
+    return list(
+        await session.scalars(
+            sa.select(InboxEvent)
+            .where(
+                InboxEvent.source == source,
+                InboxEvent.external_id.startswith(prefix, autoescape=True),
+                InboxEvent.processed_at.is_(None),
+            )
+            .order_by(InboxEvent.received_at)
+        )
     )

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.inbox import repository
+from invoiceiq.inbox.models import InboxEvent
+from invoiceiq.kit.clock import utcnow
 
 
 async def record(
@@ -16,3 +18,18 @@ async def record(
     return await repository.insert_event(
         session, source=source, external_id=external_id, payload=payload
     )
+
+
+async def unprocessed(session: AsyncSession, source: str, prefix: str) -> list[InboxEvent]:
+    """Stored events of `source` whose id starts with `prefix` and that no handler applied yet."""
+    return await repository.unprocessed_with_prefix(session, source=source, prefix=prefix)
+
+
+async def get(session: AsyncSession, source: str, external_id: str) -> InboxEvent | None:
+    return await repository.get_event(session, source=source, external_id=external_id)
+
+
+async def mark_processed(
+    session: AsyncSession, event: InboxEvent, error: str | None = None
+) -> None:
+    await repository.mark_processed(session, event.id, at=utcnow(), error=error)

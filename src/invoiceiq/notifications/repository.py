@@ -98,3 +98,15 @@ async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
             MessageLog.phone == phone, MessageLog.direction == Direction.INBOUND
         )
     )
+
+
+async def last_sent_at(
+    session: AsyncSession, *, invoice_id: uuid.UUID, kind: str
+) -> datetime | None:
+    return await session.scalar(
+        sa.select(sa.func.max(MessageLog.created_at)).where(
+            MessageLog.invoice_id == invoice_id,
+            MessageLog.kind == kind,
+            MessageLog.direction == Direction.OUTBOUND,
+        )
+    )

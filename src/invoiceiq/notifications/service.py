@@ -8,7 +8,7 @@ worker sends, so it uses the freshest window.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,13 @@ SEND_TOPIC = "whatsapp.send"
 async def log_inbound(session: AsyncSession, *, phone: str, kind: str, wamid: str) -> None:
     """Every inbound message is logged; the newest one opens the sender's 24-hour window."""
     await repository.add_inbound(session, phone=phone, kind=kind, provider_message_id=wamid)
+
+
+async def last_sent_at(
+    session: AsyncSession, *, invoice_id: uuid.UUID, kind: str
+) -> datetime | None:
+    """When a message of `kind` about this invoice was last queued (for rate-limited nudges)."""
+    return await repository.last_sent_at(session, invoice_id=invoice_id, kind=kind)
 
 
 async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:

@@ -1,0 +1,145 @@
+"""What payers and merchants read about payments. Plain words; never the provider's own text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from invoiceiq.invoices.models import Invoice
+from invoiceiq.kit.clock import nairobi
+from invoiceiq.kit.money import format_kes
+from invoiceiq.kit.phone import mask_msisdn
+from invoiceiq.notifications.schemas import Outbound, TemplateCall
+
+NOT_YOURS = (
+    "This Pay button isn't for this WhatsApp number. If you received an invoice, pay it from the "
+    "number it was sent to, or open the invoice link to pay from another number."
+)
+CANCELLED = "Invoice {number} was cancelled by the business, so it can't be paid."
+ALREADY_PAID = "Invoice {number} is already paid{receipt}. Nothing more to pay."
+CHECK_PHONE = (
+    "Check your phone: enter your M-PESA PIN in the prompt to pay {amount} for invoice {number}."
+)
+WAIT = "Please wait {seconds} seconds, then tap Pay again."
+CONFIRMED_BY_MPESA = "confirmed by M-PESA"
+
+# Why an attempt failed, for the payer and for the merchant (result codes: reference §3.4).
+FAILURE_REASONS: dict[str, tuple[str, str]] = {
+    "1032": ("you cancelled the M-PESA prompt", "the customer cancelled the M-PESA prompt"),
+    "1037": (
+        "your phone did not answer the M-PESA prompt in time",
+        "the customer's phone did not answer the M-PESA prompt in time",
+    ),
+    "1": ("your M-PESA balance is not enough", "the customer's M-PESA balance was not enough"),
+    "2001": ("the M-PESA PIN was wrong", "the customer entered a wrong M-PESA PIN"),
+    "17": (
+        "M-PESA blocks a second payment of the same amount within 2 minutes",
+        "M-PESA blocked a repeat payment within 2 minutes",
+    ),
+    "busy": (
+        "another M-PESA prompt is already open on your phone: finish or cancel it",
+        "another M-PESA prompt was already open on the customer's phone",
+    ),
+    "no_response": (
+        "M-PESA did not confirm the payment in time",
+        "M-PESA did not confirm the payment in time",
+    ),
+    "unreachable": (
+        "we could not reach M-PESA just now",
+        "we could not reach M-PESA just now",
+    ),
+}
+GENERIC_REASON = ("M-PESA could not complete the payment", "M-PESA could not complete the payment")
+
+
+def reasons(code: str | None) -> tuple[str, str]:
+    return FAILURE_REASONS.get((code or "").strip(), GENERIC_REASON)
+
+
+def _stamp(moment: datetime) -> str:
+    return nairobi(moment).strftime("%d %b %Y, %H:%M") + " (Nairobi)"
+
+
+def receipt_for_customer(
+    invoice: Invoice, *, business_name: str, receipt: str | None, paid_at: datetime, link: str
+) -> Outbound:
+    reference = receipt or CONFIRMED_BY_MPESA
+    amount = format_kes(invoice.amount_cents)
+    text = (
+        f"Payment received. Thank you!\n\n"
+        f"{amount} to {business_name} for invoice {invoice.number}\n"
+        f"M-PESA receipt: {reference}\n"
+        f"Paid: {_stamp(paid_at)}\n\n"
+        f"Your receipt: {link}"
+    )
+    return Outbound(
+        kind="receipt",
+        text=text,
+        template=TemplateCall(
+            "payment_receipt", (amount, invoice.number, business_name, reference, link)
+        ),
+    )
+
+
+def receipt_for_merchant(
+    invoice: Invoice, *, receipt: str | None, paid_at: datetime, link: str
+) -> Outbound:
+    reference = receipt or CONFIRMED_BY_MPESA
+    amount = format_kes(invoice.amount_cents)
+    who = mask_msisdn(invoice.customer_phone)
+    if invoice.customer_name:
+        who = f"{invoice.customer_name} ({who})"
+    text = (
+        f"Paid: invoice {invoice.number}, {amount} from {who}.\n"
+        f"M-PESA receipt: {reference}\n"
+        f"Paid: {_stamp(paid_at)}\n"
+        f"Link: {link}"
+    )
+    return Outbound(
+        kind="payment_received",
+        text=text,
+        template=TemplateCall(
+            "merchant_payment_received",
+            (invoice.number, amount, mask_msisdn(invoice.customer_phone), reference),
+        ),
+    )
+
+
+def failure_for_customer(invoice: Invoice, *, business_name: str, code: str | None) -> Outbound:
+    reason = reasons(code)[0]
+    amount = format_kes(invoice.amount_cents)
+    text = (
+        f"Your M-PESA payment for invoice {invoice.number} ({amount}) did not go through: "
+        f"{reason}.\nThe invoice is still open: tap Pay with M-PESA to try again."
+    )
+    pay = f"pay:{invoice.number}"
+    return Outbound(
+        kind="payment_failed",
+        text=text,
+        buttons=((pay, "Pay with M-PESA"),),
+        template=TemplateCall(
+            "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
+        ),
+    )
+
+
+def failure_for_merchant(invoice: Invoice, *, code: str | None) -> Outbound:
+    reason = reasons(code)[1]
+    text = (
+        f"A payment attempt for invoice {invoice.number} ({format_kes(invoice.amount_cents)}) "
+        f"did not go through: {reason}. The invoice is still open; the customer can try again."
+    )
+    return Outbound(kind="payment_failed", text=text)
+
+
+def review_for_merchant(invoice: Invoice | None, *, amount_cents: int, reason: str) -> Outbound:
+    number = invoice.number if invoice else "(unknown)"
+    amount = format_kes(amount_cents)
+    text = (
+        f"A payment of {amount} for invoice {number} needs a review: {reason}. "
+        "The money is recorded and will not be lost; our team will look at it."
+    )
+    return Outbound(
+        kind="review_alert",
+        text=text,
+        template=TemplateCall("merchant_payment_review", (amount, number, reason)),
+    )
