@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[ClaimedRow], Awaitable[None]]
 MAX_ERROR_CHARS = 2000
+# 2**63 times any base is past any sensible backoff_max; a larger exponent overflows a float.
+_MAX_BACKOFF_EXPONENT = 63
 
 
-class RetryLater(Exception):  # noqa: N818 - it is an instruction, not an error
+class RetryLater(Exception):
     """Raised by a handler for a transient failure: try again after backoff (or `delay`)."""
 
     def __init__(self, reason: str, *, delay: float | None = None) -> None:
@@ -37,7 +39,7 @@ class RetryLater(Exception):  # noqa: N818 - it is an instruction, not an error
         self.delay = delay
 
 
-class GiveUp(Exception):  # noqa: N818
+class GiveUp(Exception):
     """Raised by a handler when retrying cannot help: the row goes dead at once."""
 
 
@@ -63,6 +65,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
+        # Held from claim to task start, so stop() never misses rows claimed as it begins.
+        self._claiming = asyncio.Lock()
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (called when a local commit enqueued)."""
@@ -97,6 +101,8 @@ class Worker:
         """Stop claiming; let handlers in hand finish, or release their rows after the grace."""
         self._stopping = True
         self._wake.set()
+        async with self._claiming:
+            pass  # a claim under way has now put its rows in _in_flight
         if not self._in_flight:
             return
         _, pending = await asyncio.wait(list(self._in_flight), timeout=self._options.stop_grace)
@@ -106,6 +112,17 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _claim_and_start(self, limit: int) -> int:
+        async with self._claiming:
+            if self._stopping:
+                return 0
+            rows = await self._claim(limit)
+            for row in rows:
+                task = asyncio.create_task(self._perform(row), name=f"outbox:{row.topic}")
+                self._in_flight[task] = row
+                task.add_done_callback(self._forget)
+        return len(rows)
+
+    async def _claim(self, limit: int) -> list[ClaimedRow]:
         now = utcnow()
         token = uuid.uuid4().hex
         async with unit_of_work(self._sessions) as session:
@@ -121,26 +138,28 @@ class Worker:
             )
         if buried:
             metrics.OUTBOX_OUTCOMES.labels(topic="*", outcome="dead").inc(buried)
-        for row in rows:
-            task = asyncio.create_task(self._perform(row), name=f"outbox:{row.topic}")
-            self._in_flight[task] = row
-            task.add_done_callback(self._forget)
-        return len(rows)
+        return rows
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        row = self._in_flight.pop(task, None)
         self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            # Recording the outcome failed (database down): the lease expiry retries the row.
+            log.error(
+                "outbox outcome not recorded",
+                exc_info=task.exception(),
+                extra={"row": str(row.id) if row else None},
+            )
 
     async def _perform(self, row: ClaimedRow) -> None:
         handler = self._handlers.get(row.topic)
         if handler is None:
             await self._record(row, "dead", error=f"no handler for topic {row.topic!r}")
             return
-        heartbeat = asyncio.create_task(self._keep_lease(row))
         try:
-            await handler(row)
+            async with self._leased(row):
+                await handler(row)
         except asyncio.CancelledError:
-            heartbeat.cancel()
             await asyncio.shield(self._release(row))
             raise
         except GiveUp as error:
@@ -152,10 +171,10 @@ class Worker:
             await self._retry_or_bury(row, error, delay=None)
         else:
             await self._record(row, "done")
-        finally:
-            heartbeat.cancel()
 
-    async def _retry_or_bury(self, row: ClaimedRow, error: Exception, *, delay: float | None) -> None:
+    async def _retry_or_bury(
+        self, row: ClaimedRow, error: Exception, *, delay: float | None
+    ) -> None:
         if row.attempts >= self._options.max_attempts:
             await self._record(row, "dead", error=_describe(error))
             return
@@ -165,7 +184,8 @@ class Worker:
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
-        ceiling = min(self._options.backoff_max, self._options.backoff_base * 2 ** (attempts - 1))
+        exponent = min(attempts - 1, _MAX_BACKOFF_EXPONENT)
+        ceiling = min(self._options.backoff_max, self._options.backoff_base * 2.0**exponent)
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
 
     async def _record(
@@ -181,23 +201,46 @@ class Worker:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)
         if not kept:
-            # Our lease expired and another worker holds the row now: its outcome counts.
+            # Our lease expired and another worker holds the row now: its outcome counts, and
+            # counting ours too would report one row twice.
             log.warning("outbox outcome dropped: lease lost", extra={"row": str(row.id)})
+            outcome = "lease_lost"
         metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome=outcome).inc()
 
     async def _release(self, row: ClaimedRow) -> None:
         async with unit_of_work(self._sessions) as session:
             await repository.reschedule(session, row, at=utcnow(), error="released at shutdown")
 
-    async def _keep_lease(self, row: ClaimedRow) -> None:
+    @contextlib.asynccontextmanager
+    async def _leased(self, row: ClaimedRow) -> AsyncIterator[None]:
+        """Keep the lease while the handler runs; the heartbeat ends before the outcome is written.
+
+        The heartbeat is told to stop rather than cancelled, so none of its transactions is cut
+        halfway, and none overlaps the outcome's.
+        """
+        over = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lease(row, over))
+        try:
+            yield
+        finally:
+            over.set()
+            await asyncio.wait([heartbeat])
+
+    async def _keep_lease(self, row: ClaimedRow, over: asyncio.Event) -> None:
         """Extend the lease while a slow handler runs, so no other worker claims it meanwhile."""
         interval = self._options.lease / 3
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(over.wait(), interval)
+                return
             until = utcnow() + timedelta(seconds=self._options.lease)
-            async with unit_of_work(self._sessions) as session:
-                if not await repository.extend_lease(session, row, until=until):
-                    return
+            try:
+                async with unit_of_work(self._sessions) as session:
+                    if not await repository.extend_lease(session, row, until=until):
+                        return
+            except Exception:
+                # A brief database outage: try again next beat, before the lease runs out.
+                log.warning("outbox lease not extended", extra={"row": str(row.id)})
 
 
 def _describe(error: BaseException) -> str:

@@ -43,16 +43,28 @@ async def insert(
 
 
 async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: int) -> int:
-    """Rows whose lease ran out after their last allowed attempt: the worker died every time."""
+    """Rows whose lease ran out after their last allowed attempt: the worker died every time.
+
+    SKIP LOCKED, as in `claim`: concurrent workers each bury what they can lock instead of
+    queueing behind (or deadlocking with) one another; a skipped row is buried next time.
+    """
+    abandoned = (
+        sa.select(_M.id)
+        .where(
+            _M.status == OutboxStatus.RUNNING, _M.locked_until < now, _M.attempts >= max_attempts
+        )
+        .with_for_update(skip_locked=True)
+    )
     result = await session.execute(
         sa.update(_M)
-        .where(_M.status == OutboxStatus.RUNNING, _M.locked_until < now, _M.attempts >= max_attempts)
+        .where(_M.id.in_(abandoned.scalar_subquery()))
         .values(
             status=OutboxStatus.DEAD,
             claim_token=None,
             locked_until=None,
             last_error="lease expired on the last attempt (the worker stopped mid-handler)",
         )
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -70,7 +82,10 @@ async def claim(
         sa.and_(_M.status == OutboxStatus.RUNNING, _M.locked_until < now),
     )
     candidates = (
-        sa.select(_M.id).where(due).order_by(_M.available_at).limit(limit)
+        sa.select(_M.id)
+        .where(due)
+        .order_by(_M.available_at)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
     result = await session.execute(
@@ -89,12 +104,12 @@ async def claim(
     return [ClaimedRow(r.id, r.topic, r.payload, r.attempts, token) for r in result]
 
 
-async def _update_claimed(
-    session: AsyncSession, row: ClaimedRow, **values: Any
-) -> bool:
+async def _update_claimed(session: AsyncSession, row: ClaimedRow, **values: Any) -> bool:
     result = await session.execute(
         sa.update(_M)
-        .where(_M.id == row.id, _M.claim_token == row.claim_token, _M.status == OutboxStatus.RUNNING)
+        .where(
+            _M.id == row.id, _M.claim_token == row.claim_token, _M.status == OutboxStatus.RUNNING
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -127,14 +142,19 @@ async def reschedule(
 
 async def mark_dead(session: AsyncSession, row: ClaimedRow, *, error: str) -> bool:
     return await _update_claimed(
-        session, row, status=OutboxStatus.DEAD, last_error=error, locked_until=None, claim_token=None
+        session,
+        row,
+        status=OutboxStatus.DEAD,
+        last_error=error,
+        locked_until=None,
+        claim_token=None,
     )
 
 
 async def count_by_status(session: AsyncSession) -> dict[OutboxStatus, int]:
     rows = await session.execute(sa.select(_M.status, sa.func.count()).group_by(_M.status))
     counts = dict.fromkeys(OutboxStatus, 0)
-    counts.update({status: count for status, count in rows.tuples()})
+    counts.update({status: count for status, count in rows})
     return counts
 
 

@@ -1,0 +1,581 @@
+"""The outbox worker in-process: outcomes, retries, leases, shutdown and wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from invoiceiq.db.engine import SessionFactory, make_session_factory
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.outbox import repository
+from invoiceiq.outbox.models import OutboxMessage
+from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.outbox.service import enqueue
+from invoiceiq.outbox.states import OutboxStatus
+from invoiceiq.worker import GiveUp, Handler, RetryLater, Worker, WorkerOptions
+
+TOPIC = "test.topic"
+EVENTUALLY = 5.0  # seconds: generous, only ever reached when something is wrong
+
+
+def options(**overrides: Any) -> WorkerOptions:
+    values: dict[str, Any] = {
+        "lease": 2.0,
+        "max_attempts": 3,
+        "concurrency": 4,
+        "poll_interval": 0.05,
+        "backoff_base": 0.05,
+        "backoff_max": 1.0,
+        "stop_grace": 2.0,
+    }
+    values.update(overrides)
+    return WorkerOptions(**values)
+
+
+async def add(
+    sessions: SessionFactory, payload: dict[str, Any] | None = None, *, topic: str = TOPIC
+) -> uuid.UUID:
+    key = uuid.uuid4().hex
+    async with unit_of_work(sessions) as session:
+        assert await enqueue(session, topic, payload or {"n": 1}, key)
+        row_id = await session.scalar(
+            sa.select(OutboxMessage.id).where(OutboxMessage.dedupe_key == key)
+        )
+    assert row_id is not None
+    return row_id
+
+
+async def fetch(sessions: SessionFactory, row_id: uuid.UUID) -> OutboxMessage:
+    async with sessions() as session:
+        row = await repository.get(session, row_id)
+    assert row is not None
+    return row
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = EVENTUALLY) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+async def status_becomes(
+    sessions: SessionFactory, row_id: uuid.UUID, *statuses: OutboxStatus
+) -> OutboxMessage:
+    async def reached() -> bool:
+        return (await fetch(sessions, row_id)).status in statuses
+
+    await eventually(reached)
+    return await fetch(sessions, row_id)
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield task
+    finally:
+        await worker.stop()
+        await asyncio.wait_for(task, EVENTUALLY)
+
+
+def recorder(calls: list[dict[str, Any]]) -> Handler:
+    async def handle(row: ClaimedRow) -> None:
+        calls.append(row.payload)
+
+    return handle
+
+
+def failing(error: Callable[[int], Exception], calls: list[int]) -> Handler:
+    """A handler raising `error(attempt)` on every call, recording each attempt number."""
+
+    async def handle(row: ClaimedRow) -> None:
+        calls.append(row.attempts)
+        raise error(row.attempts)
+
+    return handle
+
+
+# Outcomes
+
+
+async def test_success_marks_the_row_done_after_one_call(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions, {"n": 7, "to": "x"})
+
+    await Worker(sessions, {TOPIC: recorder(calls)}, options()).run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == [{"n": 7, "to": "x"}]
+    assert row.status is OutboxStatus.DONE
+    assert row.attempts == 1
+    assert row.done_at is not None
+    assert (row.claim_token, row.locked_until) == (None, None)
+
+
+async def test_failure_reschedules_with_backoff_and_keeps_the_error(
+    sessions: SessionFactory,
+) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    before = utcnow()
+    worker = Worker(
+        sessions,
+        {TOPIC: failing(lambda n: RuntimeError(f"boom {n}"), calls)},
+        options(backoff_base=60, backoff_max=600),
+    )
+
+    await worker.run_until_idle()  # returns: the rescheduled row is not due yet
+
+    row = await fetch(sessions, row_id)
+    assert calls == [1]
+    assert row.status is OutboxStatus.PENDING
+    assert row.attempts == 1
+    assert row.last_error == "RuntimeError: boom 1"
+    # First retry: backoff between base/2 and base.
+    assert row.available_at >= before + timedelta(seconds=30)
+    assert row.available_at <= utcnow() + timedelta(seconds=60)
+    assert (row.claim_token, row.locked_until) == (None, None)
+
+
+async def test_transient_failure_is_retried_later_and_then_done(sessions: SessionFactory) -> None:
+    attempts: list[int] = []
+
+    async def flaky(row: ClaimedRow) -> None:
+        attempts.append(row.attempts)
+        if row.attempts < 3:
+            raise ConnectionError("provider unreachable")
+
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: flaky}, options(max_attempts=5, backoff_base=0.2))
+    before = utcnow()
+    await worker.run_until_idle()
+    first = await fetch(sessions, row_id)
+    assert first.status is OutboxStatus.PENDING
+    assert first.available_at >= before + timedelta(seconds=0.1)  # later, not at once
+
+    async with running(worker):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DONE, OutboxStatus.DEAD)
+
+    assert row.status is OutboxStatus.DONE
+    assert attempts == [1, 2, 3]
+    assert row.attempts == 3
+
+
+async def test_always_failing_row_ends_dead_with_its_last_error(sessions: SessionFactory) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    worker = Worker(
+        sessions, {TOPIC: failing(lambda n: RuntimeError(f"boom {n}"), calls)}, options()
+    )
+
+    async with running(worker):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DEAD)
+
+    assert calls == [1, 2, 3]
+    assert row.attempts == 3
+    assert row.last_error == "RuntimeError: boom 3"
+    assert (row.claim_token, row.locked_until) == (None, None)
+
+
+async def test_give_up_is_dead_at_once(sessions: SessionFactory) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: failing(lambda _: GiveUp("rejected: 400"), calls)}, options())
+
+    await worker.run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == [1]
+    assert row.status is OutboxStatus.DEAD
+    assert row.last_error == "GiveUp: rejected: 400"
+
+
+async def test_retry_later_delay_is_honoured(sessions: SessionFactory) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    worker = Worker(
+        sessions, {TOPIC: failing(lambda _: RetryLater("busy", delay=120), calls)}, options()
+    )
+    before = utcnow()
+
+    await worker.run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    after = utcnow()
+    assert row.status is OutboxStatus.PENDING
+    assert before + timedelta(seconds=120) <= row.available_at <= after + timedelta(seconds=120)
+    assert row.last_error == "RetryLater: busy"
+
+
+async def test_retry_later_on_the_last_attempt_is_dead(sessions: SessionFactory) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    worker = Worker(
+        sessions,
+        {TOPIC: failing(lambda _: RetryLater("busy", delay=0), calls)},
+        options(max_attempts=2),
+    )
+
+    async with running(worker):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DEAD)
+
+    assert calls == [1, 2]
+    assert row.last_error == "RetryLater: busy"
+
+
+async def test_unknown_topic_is_dead_with_the_reason(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions, topic="nobody.handles")
+
+    await Worker(sessions, {TOPIC: recorder(calls)}, options()).run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == []
+    assert row.status is OutboxStatus.DEAD
+    assert row.last_error is not None
+    assert "nobody.handles" in row.last_error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("could not reach 254712345678"), GiveUp("could not reach +254 712 345 678")],
+    ids=["retried", "given-up"],
+)
+async def test_phone_numbers_in_errors_are_masked(
+    sessions: SessionFactory, error: Exception
+) -> None:
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: failing(lambda _: error, [])}, options(backoff_base=60))
+
+    await worker.run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert row.last_error is not None
+    assert "2547•••••678" in row.last_error
+    assert "345" not in row.last_error
+
+
+async def test_long_errors_are_cut(sessions: SessionFactory) -> None:
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: failing(lambda _: GiveUp("x" * 10_000), [])}, options())
+
+    await worker.run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert row.last_error is not None
+    assert 100 < len(row.last_error) <= 2000
+
+
+async def test_row_enqueued_for_later_waits_until_then(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    async with unit_of_work(sessions) as session:
+        await enqueue(
+            session, TOPIC, {"n": 1}, "later", not_before=utcnow() + timedelta(seconds=60)
+        )
+    worker = Worker(sessions, {TOPIC: recorder(calls)}, options())
+
+    await worker.run_until_idle()
+    assert calls == []
+
+    async with unit_of_work(sessions) as session:  # once due, it runs
+        await enqueue(session, TOPIC, {"n": 2}, "now")
+    await worker.run_until_idle()
+    assert calls == [{"n": 2}]
+
+
+# Backoff
+
+
+def _bare_worker(opts: WorkerOptions) -> Worker:
+    # backoff() reads only the options; this factory is never connected.
+    return Worker(async_sessionmaker(), {}, opts)
+
+
+@given(
+    attempts=st.integers(min_value=1, max_value=5000),
+    base=st.floats(min_value=0.01, max_value=10),
+    cap=st.floats(min_value=1, max_value=3600),
+)
+def test_backoff_is_exponential_within_jitter_bounds(
+    attempts: int, base: float, cap: float
+) -> None:
+    worker = _bare_worker(options(backoff_base=base, backoff_max=cap))
+    ceiling = min(cap, base * 2.0 ** min(attempts - 1, 100))
+
+    delay = worker.backoff(attempts)
+
+    assert ceiling / 2 <= delay <= ceiling
+
+
+def test_backoff_is_jittered() -> None:
+    worker = _bare_worker(options(backoff_base=10, backoff_max=1000))
+
+    delays = {worker.backoff(3) for _ in range(50)}
+
+    assert len(delays) > 1
+    assert all(20 <= delay <= 40 for delay in delays)
+
+
+# Leases
+
+
+async def _claim_as_another_worker(
+    sessions: SessionFactory, *, now: datetime, lease: float, token: str = "other-worker"
+) -> ClaimedRow:
+    async with unit_of_work(sessions) as session:
+        [claimed] = await repository.claim(
+            session, now=now, lease_until=now + timedelta(seconds=lease), limit=10, token=token
+        )
+    return claimed
+
+
+async def test_row_whose_lease_expired_is_claimed_again(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions)
+    # A worker that claimed the row and died: its lease is already over.
+    dead_claim = await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+
+    await Worker(sessions, {TOPIC: recorder(calls)}, options()).run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == [{"n": 1}]
+    assert row.status is OutboxStatus.DONE
+    assert row.attempts == 2
+    async with unit_of_work(sessions) as session:  # the dead worker's claim counts no more
+        assert not await repository.mark_dead(session, dead_claim, error="late")
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DONE
+
+
+async def test_row_in_a_live_lease_is_not_claimed(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions)
+    await _claim_as_another_worker(sessions, now=utcnow(), lease=60)
+
+    await Worker(sessions, {TOPIC: recorder(calls)}, options()).run_until_idle()
+
+    assert calls == []
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.RUNNING
+
+
+async def test_lease_expired_on_the_last_attempt_is_dead(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions)
+    await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+
+    await Worker(sessions, {TOPIC: recorder(calls)}, options(max_attempts=1)).run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == []
+    assert row.status is OutboxStatus.DEAD
+    assert row.last_error is not None
+    assert "lease expired" in row.last_error
+
+
+async def test_outcome_of_a_worker_whose_lease_was_taken_over_is_dropped(
+    sessions: SessionFactory,
+) -> None:
+    started, finish = asyncio.Event(), asyncio.Event()
+    calls: list[int] = []
+
+    async def slow(row: ClaimedRow) -> None:
+        calls.append(row.attempts)
+        started.set()
+        await finish.wait()
+
+    row_id = await add(sessions)
+    # A long lease, so this worker's heartbeat does not renew it during the test.
+    worker = Worker(sessions, {TOPIC: slow}, options(lease=60))
+    drained = asyncio.create_task(worker.run_until_idle())
+    await asyncio.wait_for(started.wait(), EVENTUALLY)
+
+    # Another worker whose clock says the lease is over takes the row.
+    later = utcnow() + timedelta(seconds=120)
+    takeover = await _claim_as_another_worker(sessions, now=later, lease=60)
+    finish.set()
+    await asyncio.wait_for(drained, EVENTUALLY)
+
+    row = await fetch(sessions, row_id)
+    assert calls == [1]
+    assert row.status is OutboxStatus.RUNNING  # the first worker's "done" was dropped
+    assert row.claim_token == takeover.claim_token
+    async with unit_of_work(sessions) as session:
+        assert await repository.mark_dead(session, takeover, error="the new claimant decides")
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
+
+
+async def test_heartbeat_keeps_a_slow_handler_from_being_claimed_twice(
+    sessions: SessionFactory,
+) -> None:
+    calls: list[int] = []
+
+    async def slow(row: ClaimedRow) -> None:
+        calls.append(row.attempts)
+        await asyncio.sleep(2.5)  # longer than two leases
+
+    row_id = await add(sessions)
+    first = Worker(sessions, {TOPIC: slow}, options(lease=1.0))
+    second = Worker(sessions, {TOPIC: slow}, options(lease=1.0))
+
+    async with running(first), running(second):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DONE)
+
+    assert calls == [1]
+    assert row.attempts == 1
+
+
+async def test_two_workers_perform_each_row_once(sessions: SessionFactory) -> None:
+    seen: list[int] = []
+
+    async def handle(row: ClaimedRow) -> None:
+        await asyncio.sleep(0.01)  # let the other worker claim meanwhile
+        seen.append(row.payload["n"])
+
+    async with unit_of_work(sessions) as session:
+        for n in range(60):
+            await enqueue(session, TOPIC, {"n": n})
+    workers = [Worker(sessions, {TOPIC: handle}, options(concurrency=5)) for _ in range(2)]
+
+    async def all_done() -> bool:
+        async with sessions() as session:
+            counts = await repository.count_by_status(session)
+        return counts[OutboxStatus.DONE] == 60
+
+    async with running(workers[0]), running(workers[1]):
+        await eventually(all_done, timeout=20)
+
+    assert sorted(seen) == list(range(60))
+
+
+# Shutdown
+
+
+async def test_stop_lets_a_handler_in_hand_finish_within_the_grace(
+    sessions: SessionFactory,
+) -> None:
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(row: ClaimedRow) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.append(row.payload["n"])
+
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: slow}, options(stop_grace=5))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), EVENTUALLY)
+
+    await worker.stop()
+    await asyncio.wait_for(task, EVENTUALLY)
+
+    assert finished == [1]
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DONE
+
+
+async def test_stop_releases_a_handler_longer_than_the_grace(sessions: SessionFactory) -> None:
+    started = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def endless(row: ClaimedRow) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(row.payload["n"])
+            raise
+
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: endless}, options(stop_grace=0.2))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), EVENTUALLY)
+
+    await asyncio.wait_for(worker.stop(), EVENTUALLY)
+    await asyncio.wait_for(task, EVENTUALLY)
+
+    row = await fetch(sessions, row_id)
+    assert cancelled == [1]
+    assert row.status is OutboxStatus.PENDING  # neither lost in "running" nor dead
+    assert (row.claim_token, row.locked_until) == (None, None)
+    assert row.available_at <= utcnow()  # due again at once, for the next worker
+
+
+class _CountingSessions:
+    """A session factory that says when the worker opens a transaction."""
+
+    def __init__(self, inner: SessionFactory) -> None:
+        self._inner = inner
+        self.opened = asyncio.Event()
+
+    def __call__(self) -> AsyncSession:
+        self.opened.set()
+        return self._inner()
+
+
+@asynccontextmanager
+async def _writes_blocked(sessions: SessionFactory, db_kind: str) -> AsyncIterator[None]:
+    """Hold the outbox table so that a worker's claim waits until the block ends."""
+    async with unit_of_work(sessions) as session:
+        if db_kind == "postgresql":
+            await session.execute(sa.text("LOCK TABLE outbox_message IN EXCLUSIVE MODE"))
+        else:
+            await session.execute(sa.select(1))  # BEGIN IMMEDIATE: SQLite's one write lock
+        yield
+
+
+async def test_stop_during_a_claim_does_not_leave_its_rows_behind(
+    sessions: SessionFactory, db_kind: str
+) -> None:
+    finished: list[int] = []
+
+    async def slow(row: ClaimedRow) -> None:
+        await asyncio.sleep(0.5)
+        finished.append(row.payload["n"])
+
+    row_id = await add(sessions)
+    counting = _CountingSessions(sessions)
+    worker = Worker(cast(SessionFactory, counting), {TOPIC: slow}, options(stop_grace=5))
+    async with _writes_blocked(sessions, db_kind):
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(counting.opened.wait(), EVENTUALLY)  # the claim is under way
+        stopping = asyncio.create_task(worker.stop())
+        await asyncio.sleep(0.05)  # stop() has begun while the claim waits for the lock
+    await asyncio.wait_for(stopping, EVENTUALLY)
+    await asyncio.wait_for(task, EVENTUALLY)
+
+    # Whatever the claim took was finished (or released) before stop() returned.
+    row = await fetch(sessions, row_id)
+    assert row.status in {OutboxStatus.DONE, OutboxStatus.PENDING}
+    assert finished == ([1] if row.status is OutboxStatus.DONE else [])
+
+
+# Wake-up
+
+
+async def test_commit_that_enqueues_wakes_the_worker_at_once(engine: AsyncEngine) -> None:
+    handled = asyncio.Event()
+
+    async def handle(row: ClaimedRow) -> None:
+        handled.set()
+
+    box: list[Worker] = []
+    sessions = make_session_factory(engine, on_outbox_commit=lambda: box[0].wake())
+    counting = _CountingSessions(sessions)
+    worker = Worker(cast(SessionFactory, counting), {TOPIC: handle}, options(poll_interval=30))
+    box.append(worker)
+
+    async with running(worker):
+        await asyncio.wait_for(counting.opened.wait(), EVENTUALLY)
+        await asyncio.sleep(0.3)  # the first (empty) claim is over: the worker now sleeps 30 s
+        await add(sessions)
+        await asyncio.wait_for(handled.wait(), EVENTUALLY)
