@@ -124,9 +124,9 @@ def split_amount(tokens: list[str]) -> tuple[int, int] | None:
     Join `tokens[start:end]` with a space and pass it to `parse_amount`.
     """
     for index, token in enumerate(tokens):
-        if _CURRENCY_WORD.fullmatch(token) and index + 1 < len(tokens):
-            if looks_like_amount(f"{token} {tokens[index + 1]}"):
-                return index, index + 2
+        pair = " ".join(tokens[index : index + 2])
+        if _CURRENCY_WORD.fullmatch(token) and index + 1 < len(tokens) and looks_like_amount(pair):
+            return index, index + 2
         if looks_like_amount(token):
             return index, index + 1
     return None

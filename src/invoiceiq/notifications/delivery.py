@@ -101,6 +101,7 @@ async def _resend_as_template(session: AsyncSession, entry: MessageLog) -> None:
         service.SEND_TOPIC,
         {"message_log_id": str(new_id), "as_template": True},
         f"resend-as-template:{entry.id}",
+        ordering_key=service.ordering_key(entry.phone),
     )
     if added:
         await repository.add(

@@ -21,6 +21,11 @@ from invoiceiq.outbox import service as outbox
 SEND_TOPIC = "whatsapp.send"
 
 
+def ordering_key(phone: str) -> str:
+    """One recipient's messages go out one at a time, in order (the outbox keeps it)."""
+    return f"wa:{phone}"
+
+
 async def log_inbound(session: AsyncSession, *, phone: str, kind: str, wamid: str) -> None:
     """Every inbound message is logged; the newest one opens the sender's 24-hour window."""
     await repository.add_inbound(session, phone=phone, kind=kind, provider_message_id=wamid)
@@ -55,5 +60,11 @@ async def send(
         invoice_id=invoice_id,
         request=message.to_json(),
     )
-    await outbox.enqueue(session, SEND_TOPIC, {"message_log_id": str(log.id)}, f"send:{log.id}")
+    await outbox.enqueue(
+        session,
+        SEND_TOPIC,
+        {"message_log_id": str(log.id)},
+        f"send:{log.id}",
+        ordering_key=ordering_key(to),
+    )
     return log.id

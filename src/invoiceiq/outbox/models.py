@@ -16,13 +16,19 @@ from invoiceiq.outbox.states import OutboxStatus
 
 class OutboxMessage(IdMixin, TimestampMixin, Base):
     __tablename__ = "outbox_message"
-    __table_args__ = (sa.Index(None, "status", "available_at"),)
+    __table_args__ = (
+        sa.Index(None, "status", "available_at"),
+        sa.Index(None, "ordering_key", "created_at"),
+    )
 
     topic: Mapped[str] = mapped_column(sa.String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # What makes this side effect unique (an invoice, an attempt, a message): a second enqueue of
     # the same effect is a no-op. Null when the effect has no natural key.
     dedupe_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    # Rows with the same key (e.g. one recipient's messages) are performed one at a time, in
+    # the order they were written, so a chat reads in order. Null: no ordering.
+    ordering_key: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[OutboxStatus] = mapped_column(
         str_enum(OutboxStatus, 16), default=OutboxStatus.PENDING
     )

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.db.upsert import insert_if_absent
@@ -33,8 +34,14 @@ async def insert(
     payload: dict[str, Any],
     dedupe_key: str | None,
     available_at: datetime,
+    ordering_key: str | None = None,
 ) -> bool:
-    values = {"topic": topic, "payload": payload, "available_at": available_at}
+    values = {
+        "topic": topic,
+        "payload": payload,
+        "available_at": available_at,
+        "ordering_key": ordering_key,
+    }
     if dedupe_key is None:
         await session.execute(sa.insert(_M).values(**values))
         return True
@@ -81,9 +88,25 @@ async def claim(
         sa.and_(_M.status == OutboxStatus.PENDING, _M.available_at <= now),
         sa.and_(_M.status == OutboxStatus.RUNNING, _M.locked_until < now),
     )
+    earlier = sa.orm.aliased(OutboxMessage)
+    # Rows sharing an ordering key (one recipient's messages) run one at a time, oldest first.
+    waits_for_earlier = (
+        sa.select(earlier.id)
+        .where(
+            earlier.ordering_key == _M.ordering_key,
+            earlier.status.in_((OutboxStatus.PENDING, OutboxStatus.RUNNING)),
+            sa.or_(
+                earlier.created_at < _M.created_at,
+                sa.and_(earlier.created_at == _M.created_at, earlier.id < _M.id),
+            ),
+            earlier.id != _M.id,
+        )
+        .exists()
+    )
+    in_turn = sa.or_(_M.ordering_key.is_(None), sa.not_(waits_for_earlier))
     candidates = (
         sa.select(_M.id)
-        .where(due)
+        .where(due, in_turn)
         .order_by(_M.available_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -18,6 +18,7 @@ async def enqueue(
     dedupe_key: str | None = None,
     *,
     not_before: datetime | None = None,
+    ordering_key: str | None = None,
 ) -> bool:
     """Add an outbox row in the caller's transaction; False when `dedupe_key` was already used.
 
@@ -29,6 +30,7 @@ async def enqueue(
         payload=payload,
         dedupe_key=dedupe_key,
         available_at=not_before or utcnow(),
+        ordering_key=ordering_key,
     )
     if added:
         session.info["outbox_enqueued"] = True

@@ -70,6 +70,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("dedupe_key", sa.String(length=255), nullable=True),
+        sa.Column("ordering_key", sa.String(length=64), nullable=True),
         sa.Column(
             "status",
             sa.Enum(
@@ -94,6 +95,12 @@ def upgrade() -> None:
         sa.Column("updated_at", invoiceiq.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_message")),
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_outbox_message_dedupe_key")),
+    )
+    op.create_index(
+        op.f("ix_outbox_message_ordering_key_created_at"),
+        "outbox_message",
+        ["ordering_key", "created_at"],
+        unique=False,
     )
     op.create_index(
         op.f("ix_outbox_message_status_available_at"),
@@ -356,6 +363,7 @@ def downgrade() -> None:
     op.drop_table("conversation")
     op.drop_table("provider_token")
     op.drop_index(op.f("ix_outbox_message_status_available_at"), table_name="outbox_message")
+    op.drop_index(op.f("ix_outbox_message_ordering_key_created_at"), table_name="outbox_message")
     op.drop_table("outbox_message")
     op.drop_table("merchant")
     op.drop_table("inbox_event")

@@ -1,0 +1,310 @@
+"""Webhook payloads of the WhatsApp Cloud API (as 360dialog delivers them) and their flattening.
+
+The envelope is `object / entry[] / changes[] / value`; every level is a list and one POST can
+carry several entries, changes, messages and statuses, so every item is read, not just the
+first. https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages
+
+Parsing is lenient where WhatsApp grows: unknown fields are ignored, any message type parses
+(what the product does not act on becomes kind "unsupported"), and a sender known only by a
+business-scoped user id (no `wa_id`, no `from`) is fine.
+https://developers.facebook.com/documentation/business-messaging/whatsapp/business-scoped-user-ids/
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+logger = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"^\d+$")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class ErrorData(_Wire):
+    details: str | None = None
+
+
+class WebhookError(_Wire):
+    """An asynchronous error: in `statuses[].errors`, `messages[].errors` or `value.errors`."""
+
+    code: int | None = None
+    title: str | None = None
+    message: str | None = None
+    error_data: ErrorData | None = None
+    href: str | None = None
+
+
+class Profile(_Wire):
+    name: str | None = None
+
+
+class Contact(_Wire):
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    profile: Profile | None = None
+
+
+class Metadata(_Wire):
+    display_phone_number: str | None = None
+    phone_number_id: str | None = None
+
+
+class Text(_Wire):
+    body: str = ""
+
+
+class ButtonReply(_Wire):
+    id: str
+    title: str | None = None
+
+
+class ListReply(_Wire):
+    id: str
+    title: str | None = None
+    description: str | None = None
+
+
+class Interactive(_Wire):
+    type: str = "unknown"
+    button_reply: ButtonReply | None = None
+    list_reply: ListReply | None = None
+
+
+class TemplateButtonTap(_Wire):
+    """A tap on a template's quick-reply button: a different shape from `interactive`.
+    https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/button/
+    """
+
+    payload: str | None = None
+    text: str | None = None
+
+
+class Context(_Wire):
+    id: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    forwarded: bool | None = None
+
+
+class Message(_Wire):
+    id: str
+    timestamp: datetime
+    type: str = "unknown"
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
+    text: Text | None = None
+    interactive: Interactive | None = None
+    button: TemplateButtonTap | None = None
+    context: Context | None = None
+    errors: list[WebhookError] = Field(default_factory=list)
+
+
+class Status(_Wire):
+    """One delivery status of a message we sent. Order is not guaranteed: `read` may come
+    without `delivered`, and `delivered` after `failed`; keep the state monotonic.
+    https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status/
+    """
+
+    id: str
+    status: str
+    timestamp: datetime
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    biz_opaque_callback_data: str | None = None
+    errors: list[WebhookError] = Field(default_factory=list)
+
+
+class Value(_Wire):
+    messaging_product: str | None = None
+    metadata: Metadata | None = None
+    contacts: list[Contact] = Field(default_factory=list)
+    messages: list[Message] = Field(default_factory=list)
+    statuses: list[Status] = Field(default_factory=list)
+    errors: list[WebhookError] = Field(default_factory=list)
+
+    @field_validator("messages", "statuses", mode="wrap")
+    @classmethod
+    def _item_by_item(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One odd item must not cost the rest of the batch: a message whose content does not
+        parse is kept by its id as "not understood"; anything without an id is dropped."""
+        if not isinstance(value, list):
+            return handler(value)
+        kept: list[Any] = []
+        for item in value:
+            try:
+                kept.extend(handler([item]))
+            except ValidationError:
+                bare = _identity_only(item)
+                try:
+                    kept.extend(handler([bare]) if bare is not None else [])
+                except ValidationError:
+                    bare = None
+                if bare is None:
+                    logger.warning("whatsapp webhook: dropped an item without id or timestamp")
+        return kept
+
+
+def _identity_only(item: Any) -> dict[str, Any] | None:
+    """A message reduced to who sent it and when, for content that does not parse."""
+    if not isinstance(item, dict) or "status" in item:
+        return None
+    keys = ("id", "timestamp", "from", "from_user_id", "type")
+    return {key: item[key] for key in keys if key in item}
+
+
+class Change(_Wire):
+    field: str = "messages"
+    value: Value = Field(default_factory=Value)
+
+
+class Entry(_Wire):
+    id: str | None = None
+    changes: list[Change] = Field(default_factory=list)
+
+
+class WebhookEnvelope(_Wire):
+    object: str | None = None
+    entry: list[Entry] = Field(default_factory=list)
+
+
+# Flattened events ---------------------------------------------------------------------------
+
+InboundKind = Literal["text", "button", "unsupported"]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a person sent the business. `sender` is the wa_id (digits) when WhatsApp gave
+    one; `user_id` the business-scoped id. At least one of them identifies the person."""
+
+    wamid: str
+    sender: str | None
+    user_id: str | None
+    timestamp: datetime
+    kind: InboundKind
+    text: str | None
+    button_id: str | None
+    contact_name: str | None
+    raw_type: str = "text"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    message_id: str
+    recipient: str | None
+    status: str
+    timestamp: datetime
+    error_code: int | None
+    error_title: str | None
+
+
+def inbound_events(
+    envelope: WebhookEnvelope,
+) -> tuple[list[InboundMessage], list[StatusUpdate]]:
+    """Every message and status of every entry and change, in the order they came."""
+    messages: list[InboundMessage] = []
+    statuses: list[StatusUpdate] = []
+    for entry in envelope.entry:
+        for change in entry.changes:
+            if change.field != "messages":
+                continue  # template reviews, account updates…: other subscriptions
+            value = change.value
+            messages.extend(_inbound(m, value.contacts) for m in value.messages)
+            statuses.extend(_status(s) for s in value.statuses)
+    return messages, statuses
+
+
+def system_errors(envelope: WebhookEnvelope) -> list[WebhookError]:
+    """`value.errors[]`: problems WhatsApp reports about the number itself, not one message."""
+    return [e for entry in envelope.entry for c in entry.changes for e in c.value.errors]
+
+
+def _inbound(message: Message, contacts: list[Contact]) -> InboundMessage:
+    sender, user_id = _identity(message)
+    contact = _contact_for(sender, user_id, contacts)
+    if contact is not None:
+        user_id = user_id or contact.user_id
+        sender = sender or (
+            contact.wa_id if contact.wa_id and _DIGITS.match(contact.wa_id) else None
+        )
+    kind, text, button_id = _content(message)
+    return InboundMessage(
+        wamid=message.id,
+        sender=sender,
+        user_id=user_id,
+        timestamp=message.timestamp.astimezone(UTC),
+        kind=kind,
+        text=text,
+        button_id=button_id,
+        contact_name=contact.profile.name if contact and contact.profile else None,
+        raw_type=message.type,
+    )
+
+
+def _identity(message: Message) -> tuple[str | None, str | None]:
+    sender = message.from_
+    if sender is not None and not _DIGITS.match(sender):
+        # Not a phone number: with usernames, `from` may carry the business-scoped id instead.
+        return None, message.from_user_id or sender
+    return sender, message.from_user_id
+
+
+def _contact_for(
+    sender: str | None, user_id: str | None, contacts: list[Contact]
+) -> Contact | None:
+    for contact in contacts:
+        if sender is not None and contact.wa_id == sender:
+            return contact
+        if user_id is not None and contact.user_id == user_id:
+            return contact
+    # A single contact belongs to the message even when neither id is given on both sides.
+    if len(contacts) == 1 and (sender is None or contacts[0].wa_id is None):
+        return contacts[0]
+    return None
+
+
+def _content(message: Message) -> tuple[InboundKind, str | None, str | None]:
+    """(kind, text, button id). A reply-button or list tap and a template quick reply are all
+    "button"; the rest of WhatsApp's types are "unsupported" (the product answers with help)."""
+    if message.type == "text" and message.text is not None:
+        return "text", message.text.body, None
+    if message.type == "interactive" and message.interactive is not None:
+        reply = message.interactive.button_reply or message.interactive.list_reply
+        if message.interactive.type in {"button_reply", "list_reply"} and reply is not None:
+            return "button", reply.title, reply.id
+    if message.type == "button" and message.button is not None:
+        if message.button.payload:
+            return "button", message.button.text, message.button.payload
+        # A quick reply sent without a payload returns only its label: treat it as typed text.
+        if message.button.text:
+            return "text", message.button.text, None
+    return "unsupported", None, None
+
+
+def _status(status: Status) -> StatusUpdate:
+    first = status.errors[0] if status.errors else None
+    recipient = status.recipient_id
+    return StatusUpdate(
+        message_id=status.id,
+        recipient=recipient if recipient and _DIGITS.match(recipient) else None,
+        status=status.status,
+        timestamp=status.timestamp.astimezone(UTC),
+        error_code=first.code if first else None,
+        error_title=(first.title or first.message) if first else None,
+    )
