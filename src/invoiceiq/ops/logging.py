@@ -133,8 +133,11 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers[:] = []
+        uvicorn_logger.propagate = True
+        # A uvicorn started earlier in the process may have set its own level: ours applies.
+        uvicorn_logger.setLevel(logging.NOTSET)
     # One line per request comes from our middleware; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
     for name, quiet_level in QUIET_LOGGERS.items():
