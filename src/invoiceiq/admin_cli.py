@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.api import service as api_service
 from invoiceiq.config import Settings
 from invoiceiq.conversations import texts
 from invoiceiq.db.engine import make_engine, make_session_factory
@@ -24,7 +25,7 @@ from invoiceiq.whatsapp.errors import WhatsAppError
 
 T = TypeVar("T")
 
-merchant_app = typer.Typer(help="Merchants: approve, suspend.", no_args_is_help=True)
+merchant_app = typer.Typer(help="Merchants: approve, suspend, API keys.", no_args_is_help=True)
 whatsapp_app = typer.Typer(help="The WhatsApp channel (360dialog).", no_args_is_help=True)
 
 Msisdn = Annotated[str, typer.Argument(help="The merchant's WhatsApp number, e.g. 0712345678.")]
@@ -93,6 +94,33 @@ def suspend(msisdn: Msisdn) -> None:
             return f"suspended {mask_msisdn(phone)}"
 
         return await in_transaction(settings, change)
+
+    _run_admin(work)
+
+
+@merchant_app.command("api-key")
+def api_key(
+    msisdn: Msisdn,
+    revoke_old: Annotated[
+        bool, typer.Option("--revoke-old", help="Also revoke the merchant's existing keys.")
+    ] = False,
+) -> None:
+    """Print a new REST API key for a merchant. It is shown once and stored only hashed."""
+    phone = _phone(msisdn)
+
+    async def work(settings: Settings) -> str:
+        async def create(session: AsyncSession) -> str:
+            merchant, key = await api_service.create_api_key(
+                session, phone=phone, revoke_others=revoke_old
+            )
+            typer.echo(
+                f"New API key for {mask_msisdn(phone)} ({merchant.business_name or 'no name'}); "
+                "it will not be shown again:",
+                err=True,
+            )
+            return key
+
+        return await in_transaction(settings, create)
 
     _run_admin(work)
 

@@ -23,6 +23,8 @@ from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.handlers import outbox_handlers
 from invoiceiq.main import create_app, worker_options
 from invoiceiq.ops.logging import configure_logging
+from invoiceiq.outbox.cli import outbox_app
+from invoiceiq.payments.cli import payments_app
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.cli import simulator as simulator_command
 from invoiceiq.worker import Worker
@@ -37,6 +39,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(whatsapp_app, name="whatsapp")
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(payments_app, name="payments")
 app.command("simulator")(simulator_command)
 
 

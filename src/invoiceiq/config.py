@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     customer_window: float = Field(default=86_400, gt=0)
     outbox_lease: float = Field(default=60, gt=0)
     outbox_max_attempts: int = Field(default=8, ge=1)
+    # The longest wait between two attempts of an outbox row (the backoff doubles up to it).
+    outbox_backoff_max: float = Field(default=600, gt=0)
+    # How long a call to 360dialog or Daraja may take to answer; past it the call has "timed
+    # out after sending" (STYLE §8): a WhatsApp send is retried, an STK push never is.
+    provider_timeout: float = Field(default=15, gt=0)
 
     @field_validator("mpesa_callback_allowlist", "trusted_proxies", mode="before")
     @classmethod

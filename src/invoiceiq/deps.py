@@ -12,7 +12,8 @@ from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async: FastAPI runs a plain `def` dependency in a thread pool, a hop on every request.
     settings: Settings = request.app.state.settings
     return settings
 

@@ -1,15 +1,24 @@
-"""Render every error in the shape of DESIGN §3; stacks go to the log, never to people."""
+"""Render every error: JSON in the shape of DESIGN §3, or an HTML page for people's browsers.
+
+One handler per kind of error (STYLE §11). A browser asking for a page (`Accept: text/html`,
+outside /api/) gets an HTML page with a short message and the error id; everything else, the
+page's own script included (it asks for JSON), gets the JSON shape. Stacks go to the log,
+never to people.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
 from invoiceiq.errors import AppError, error_body
 
@@ -26,6 +35,12 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+_HTTP_MESSAGES = {
+    404: "There is no page at this address. Check the link you opened.",
+    405: "This address doesn't accept that kind of request.",
+}
+# Where a parameter came from is not part of its name for the person reading the error.
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 def new_error_id() -> str:
@@ -33,52 +48,109 @@ def new_error_id() -> str:
     return "e" + uuid.uuid4().hex[:12]
 
 
-async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
-    error_id = new_error_id()
-    log.info("app error", extra={"code": exc.code, "error_id": error_id})
+def wants_html(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    if path.startswith("/api/"):
+        return False
+    for name, value in scope.get("headers", []):
+        if name == b"accept":
+            return b"text/html" in value
+    return False
+
+
+def _render(
+    request: Request | Scope,
+    *,
+    status_code: int,
+    code: str,
+    message: str,
+    error_id: str,
+    fields: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    back_url: str | None = None,
+) -> Response:
+    scope = request.scope if isinstance(request, Request) else request
+    if wants_html(scope):
+        # Imported here: the web package renders pages and must not load for JSON-only use.
+        from invoiceiq.web.render import error_page
+
+        return error_page(
+            status_code=status_code,
+            message=message,
+            error_id=error_id,
+            back_url=back_url,
+            headers=dict(headers or {}),
+        )
     return JSONResponse(
-        error_body(exc.code, exc.message, error_id, exc.fields), status_code=exc.status_code
+        error_body(code, message, error_id, fields), status_code=status_code, headers=headers
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    error_id = new_error_id()
+    log.info("app error", extra={"code": exc.code, "error_id": error_id})
+    return _render(
+        request,
+        status_code=exc.status_code,
+        code=exc.code,
+        message=exc.message,
+        error_id=error_id,
+        fields=exc.fields,
+        headers=getattr(exc, "headers", None),
+        back_url=getattr(exc, "back_url", None),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else "Request refused."
-    return JSONResponse(
-        error_body(code, message, new_error_id()),
+    if wants_html(request.scope):
+        message = _HTTP_MESSAGES.get(exc.status_code, message)
+    return _render(
+        request,
         status_code=exc.status_code,
+        code=code,
+        message=message,
+        error_id=new_error_id(),
         headers=exc.headers,
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     fields: dict[str, Any] = {}
     for item in exc.errors():
-        location = [str(part) for part in item.get("loc", ()) if part not in ("body", "query")]
+        location = [str(part) for part in item.get("loc", ()) if part not in _LOCATIONS]
         fields[".".join(location) or "request"] = item.get("msg", "invalid")
-    return JSONResponse(
-        error_body("validation_error", "Some fields are invalid.", new_error_id(), fields),
+    return _render(
+        request,
         status_code=422,
+        code="validation_error",
+        message="Some fields are invalid.",
+        error_id=new_error_id(),
+        fields=fields,
     )
 
 
-def unhandled_response(exc: BaseException) -> JSONResponse:
+def unhandled_response(exc: BaseException, scope: Scope | None = None) -> Response:
     """Log `exc` with its stack under a new error id; people get only the id."""
     error_id = new_error_id()
     log.error("unhandled error", exc_info=exc, extra={"error_id": error_id})
-    return JSONResponse(
-        error_body("internal_error", "Something went wrong on our side.", error_id),
+    return _render(
+        scope or {},
         status_code=500,
+        code="internal_error",
+        message="Something went wrong on our side.",
+        error_id=error_id,
     )
 
 
-async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+async def _unhandled(request: Request, exc: Exception) -> Response:
     # A fallback: RequestContextMiddleware renders the 500 itself, inside the request's context
     # (request id in the log line and the response). This runs only for errors raised outside it.
-    return unhandled_response(exc)
+    return unhandled_response(exc, request.scope)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -5,6 +5,8 @@ A row whose topic has no handler goes dead with that reason rather than being si
 
 from __future__ import annotations
 
+import logging
+
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.uow import unit_of_work
@@ -17,18 +19,35 @@ from invoiceiq.providers import Providers
 from invoiceiq.whatsapp import callbacks
 from invoiceiq.worker import Handler, RetryLater
 
-# A status can overtake the answer to the send it is about; try again shortly.
+log = logging.getLogger(__name__)
+
+# A status can overtake the answer to the send it is about; try again shortly, then less often
+# (1 s, 2 s, … up to 5 s: 20 s over the first 7 of the default 8 attempts, past the default
+# PROVIDER_TIMEOUT of 15 s, the longest a send's answer can take).
 STATUS_RETRY_DELAY = 1.0
+STATUS_RETRY_DELAY_MAX = 5.0
 
 
 def outbox_handlers(
     settings: Settings, sessions: SessionFactory, providers: Providers
 ) -> dict[str, Handler]:
+    give_up_after = max(1, settings.outbox_max_attempts - 1)
+
     async def stored_event(row: ClaimedRow) -> None:
         async with unit_of_work(sessions) as session:
             handled = await callbacks.handle_event(session, settings, row.topic, row.payload)
-        if not handled:
-            raise RetryLater("event not applicable yet", delay=STATUS_RETRY_DELAY)
+        if handled:
+            return
+        if row.attempts >= give_up_after:
+            # A status of a copy whose send's answer never came back (a timeout after sending,
+            # then a retry that went out again): no message will ever carry its id. It stays
+            # in the inbox; the row ends done, since there is nothing for an operator to fix.
+            # One attempt is kept in hand: a worker killed during this one must not make the
+            # row dead (a row abandoned on its last attempt is buried as a poison row).
+            log.info("whatsapp status for a message we never recorded; dropped")
+            return
+        delay = min(STATUS_RETRY_DELAY * row.attempts, STATUS_RETRY_DELAY_MAX)
+        raise RetryLater("event not applicable yet", delay=delay)
 
     payments = PaymentJobs(sessions=sessions, daraja=providers.daraja, settings=settings)
     return {

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from invoiceiq.api.router import install as install_api
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.error_handlers import install_error_handlers
@@ -18,6 +19,7 @@ from invoiceiq.ops.middleware import RequestContextMiddleware
 from invoiceiq.ops.router import router as ops_router
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.app import create_simulator, mount_simulator, register_app_webhook
+from invoiceiq.web.pages import install as install_web
 from invoiceiq.whatsapp.callbacks import router as whatsapp_router
 from invoiceiq.worker import Worker, WorkerOptions
 
@@ -25,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
-    return WorkerOptions(lease=settings.outbox_lease, max_attempts=settings.outbox_max_attempts)
+    return WorkerOptions(
+        lease=settings.outbox_lease,
+        max_attempts=settings.outbox_max_attempts,
+        backoff_max=settings.outbox_backoff_max,
+    )
 
 
 def create_app(
@@ -87,6 +93,9 @@ def create_app(
         summary="Invoice a customer from WhatsApp and get paid by M-PESA.",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs is served by invoiceiq.api.router from files in a wheel, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
@@ -94,6 +103,8 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(whatsapp_router)
     app.include_router(mpesa_router)
+    install_api(app)
+    install_web(app)
     if simulator is not None:
         app.state.simulator = simulator
         mount_simulator(app, simulator)

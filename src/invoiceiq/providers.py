@@ -8,7 +8,7 @@ import httpx
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
-from invoiceiq.kit.http import make_http_client
+from invoiceiq.kit.http import Timeouts, make_http_client
 from invoiceiq.mpesa.client import DarajaClient
 from invoiceiq.mpesa.token_store import DatabaseTokenStore
 from invoiceiq.whatsapp.client import WhatsAppClient
@@ -28,7 +28,7 @@ def make_providers(settings: Settings, *, local_origin: str, sessions: SessionFa
     """`local_origin` is where this process's own server listens: the in-process simulator's
     address when provider URLs are left unset (DESIGN §2). The Daraja token lives in the
     database, shared by every process (DESIGN §4)."""
-    http = make_http_client()
+    http = make_http_client(Timeouts(read=settings.provider_timeout))
     whatsapp = WhatsAppClient(
         settings.whatsapp_url(local_origin), settings.whatsapp_api_key.get_secret_value(), http
     )

@@ -31,6 +31,9 @@ EXPECTED_TABLES = {
     "inbox_event",
     "outbox_message",
     "provider_token",
+    "api_key",
+    "idempotency_record",
+    "rate_limit_counter",
 }
 
 

@@ -122,7 +122,7 @@ async def test_amounts_must_be_positive(session: AsyncSession) -> None:
 
 
 async def test_concurrent_writers_wait_instead_of_failing(sessions: SessionFactory) -> None:
-    """SQLite serialises writers (BEGIN IMMEDIATE + busy timeout); none sees "database is locked"."""
+    """SQLite serialises writers (BEGIN IMMEDIATE, busy timeout): none gets "database is locked"."""
 
     async def write(n: int) -> None:
         async with unit_of_work(sessions) as session:

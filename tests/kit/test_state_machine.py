@@ -17,7 +17,7 @@ from invoiceiq.kit.state_machine import TransitionRefused
 from invoiceiq.payments.states import PAYMENT_TRANSITIONS, PaymentStatus
 from support import factories
 
-I, P = InvoiceStatus, PaymentStatus
+I, P = InvoiceStatus, PaymentStatus  # noqa: E741 - short names keep the tables readable
 
 INVOICE_ALLOWED = {
     (I.PENDING, I.SENT),

@@ -324,6 +324,16 @@ async def test_the_same_phone_and_amount_within_two_minutes_gets_17(sim: Sim) ->
     assert (await sim.query(second_id)).json()["ResultCode"] == "17"
 
 
+async def test_the_repeat_window_is_configurable() -> None:
+    async with running(SimulatorConfig(rule_limit_window_s=0.2)) as sim:
+        first = (await sim.push(Amount="50")).json()["CheckoutRequestID"]
+        await sim.fake.answer(first, "cancel")
+        await asyncio.sleep(0.3)
+        second = (await sim.push(Amount="50")).json()["CheckoutRequestID"]
+        # Past the window: a real prompt, not ResultCode 17.
+        assert [p["checkout_request_id"] for p in sim.fake.prompts(state="open")] == [second]
+
+
 # STK Query
 
 

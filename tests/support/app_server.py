@@ -87,7 +87,9 @@ class Phone:
                     await asyncio.sleep(0.05)
         except TimeoutError:
             texts = [m.get("text") for m in messages]
-            raise AssertionError(f"{self.msisdn} never got the expected messages: {texts}") from None
+            raise AssertionError(
+                f"{self.msisdn} never got the expected messages: {texts}"
+            ) from None
 
     async def wait_for_count(self, count: int, *, timeout: float = 15.0) -> list[Message]:
         return await self.wait_for(lambda messages: len(messages) >= count, timeout=timeout)
@@ -104,13 +106,16 @@ class Phone:
 
 
 @contextlib.asynccontextmanager
-async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[RunningApp]:
+async def running_app(
+    database_url: str, *, run_worker: bool = True, **overrides: Any
+) -> AsyncIterator[RunningApp]:
+    """`run_worker=False` is `serve --no-worker`: the outbox is left to worker processes."""
     sock = bind_free_port()
     origin = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
     values: dict[str, Any] = {"database_url": database_url, "base_url": origin}
     values.update(overrides)
     settings = make_settings(**values)
-    app = create_app(settings, local_origin=origin)
+    app = create_app(settings, run_worker=run_worker, local_origin=origin)
     server = _QuietServer(
         uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     )

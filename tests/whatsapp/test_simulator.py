@@ -98,6 +98,7 @@ def rig(running: Rig) -> Rig:
     running.settings.update(DEFAULTS)
     running.receiver.received.clear()
     running.receiver.status = 200
+    running.receiver.respond = None
     running.fake.register_webhook(running.receiver_url, SECRET_HEADERS)
     return running
 
@@ -321,7 +322,9 @@ async def test_inbox_lists_oldest_first_after_a_wamid(rig: Rig) -> None:
         "error_code",
         "at",
         "payload",
+        "fault",
     }
+    assert item["fault"] is None
     assert datetime.fromisoformat(item["at"]).tzinfo is not None
     assert rig.fake.inbox("254700999999") == []
 
@@ -489,6 +492,33 @@ async def test_seeded_faults_repeat_with_the_same_seed(rig: Rig) -> None:
     assert first == second
     assert {"ok", "transient:500", "transient:429"} <= set(first)
     assert len(rig.fake.inbox(MERCHANT)) == 2 * first.count("ok")
+
+
+async def test_a_timeout_after_sending_delivers_and_marks_the_copy(rig: Rig) -> None:
+    # The client's read timeout (2 s) outlasts the hold here, so the late answer still comes.
+    _with_faults(rig, 1, timeout_after=1.0)
+    wamid = await send_review_template(rig, MERCHANT)
+
+    [item] = rig.fake.inbox(MERCHANT)
+    assert (item["wamid"], item["fault"]) == (wamid, "timeout_after")
+
+
+async def test_a_status_the_app_did_not_take_is_posted_again(rig: Rig) -> None:
+    refused: list[str] = []
+
+    def answer(item: Received) -> int:
+        # The app is down for the first two posts of the "sent" status.
+        statuses = item.json()["entry"][0]["changes"][0]["value"].get("statuses", [])
+        if statuses and statuses[0]["status"] == "sent" and len(refused) < 2:
+            refused.append("sent")
+            return 503
+        return 200
+
+    rig.receiver.respond = answer
+    wamid = await send_review_template(rig, MERCHANT)
+
+    await rig.receiver.wait_for(lambda _: [s for s, _ in rig.statuses(wamid)][-1:] == ["read"])
+    assert [s for s, _ in rig.statuses(wamid)] == ["sent", "sent", "sent", "delivered", "read"]
 
 
 async def test_duplicate_webhooks_post_the_same_envelope_twice(rig: Rig) -> None:

@@ -2,10 +2,16 @@
 
 State lives in the `conversation` table, so the flow survives restarts and works when
 consecutive messages reach different processes. Every step validates and re-asks.
+
+**Edit** on the summary asks which answer to change (`amount`, or `amount 1500` in one go),
+takes the new one and shows the summary again; the other answers are kept. Each summary after
+an edit belongs to a new conversation id, so the buttons of an older summary (showing the old
+answers) are stale and issue nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -27,13 +33,25 @@ from invoiceiq.merchants.models import Merchant
 from invoiceiq.notifications.schemas import Outbound
 
 STEPS = ("phone", "name", "amount", "description", "confirm")
+# Not in the sequence: choosing what to edit, and choosing among same-named customers.
+EDIT_STEP, PICK_STEP = "edit", "pick"
 PROMPTS = {
     "phone": texts.FLOW_ASK_PHONE,
     "name": texts.FLOW_ASK_NAME,
     "amount": texts.FLOW_ASK_AMOUNT,
     "description": texts.FLOW_ASK_DESCRIPTION,
 }
-SEND, EDIT, CANCEL = "flow:send", "flow:edit", "flow:cancel"
+# What the merchant may type to name an answer to edit.
+FIELDS = {
+    "phone": "phone",
+    "number": "phone",
+    "name": "name",
+    "amount": "amount",
+    "price": "amount",
+    "description": "description",
+    "for": "description",
+}
+SEND, EDIT, CANCEL, PICK = "flow:send", "flow:edit", "flow:cancel", "flow:pick"
 
 
 def _expiry(settings: Settings) -> Any:
@@ -58,28 +76,83 @@ async def answer(
     word = text.strip().lower()
     if word == "back":
         return await _back(session, settings, conversation)
-    data = dict(conversation.data)
     step = conversation.step
+    if step == EDIT_STEP:
+        return await _choose_edit(session, settings, conversation, text)
+    if step not in PROMPTS:  # confirm (or pick): only the buttons move on from here
+        return resume(conversation)
+    data = dict(conversation.data)
     try:
-        if step == "phone":
-            data["phone"] = parse_phone(text.strip())
-        elif step == "name":
-            data["name"] = None if word == "skip" else _name(text)
-        elif step == "amount":
-            data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
-        elif step == "description":
-            data["description"] = parse_description(text)
-        else:  # confirm: only the buttons move on from here
-            return summary(conversation.id, data)
+        _apply(step, text, data, settings)
     except CommandError as error:
         return reply(f"{error.message}\n\n{PROMPTS[step]}")
-    next_step = STEPS[STEPS.index(step) + 1]
+    editing = bool(data.pop("editing", False))
+    next_step = "confirm" if editing else STEPS[STEPS.index(step) + 1]
     await repository.save(
         session, conversation.id, step=next_step, data=data, expires_at=_expiry(settings)
     )
     if next_step == "confirm":
         return summary(conversation.id, data)
     return reply(PROMPTS[next_step])
+
+
+def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> None:
+    """Validate one answer into `data`; CommandError says what to type instead."""
+    if step == "phone":
+        data["phone"] = parse_phone(text.strip())
+    elif step == "name":
+        data["name"] = None if text.strip().lower() == "skip" else _name(text)
+    elif step == "amount":
+        data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
+    else:
+        data["description"] = parse_description(text)
+
+
+async def edit(session: AsyncSession, settings: Settings, conversation: Conversation) -> Outbound:
+    """Edit on the summary: a new conversation (old buttons go stale) asking what to change."""
+    data = {k: v for k, v in conversation.data.items() if k != "editing"}
+    await repository.replace(
+        session,
+        merchant_id=conversation.merchant_id,
+        step=EDIT_STEP,
+        data=data,
+        expires_at=_expiry(settings),
+    )
+    return reply(texts.FLOW_ASK_EDIT)
+
+
+async def _choose_edit(
+    session: AsyncSession, settings: Settings, conversation: Conversation, text: str
+) -> Outbound:
+    first, _, value = text.strip().partition(" ")
+    field = FIELDS.get(first.lower())
+    if field is None:
+        return reply(f"{texts.FLOW_EDIT_UNKNOWN}\n\n{texts.FLOW_ASK_EDIT}")
+    data = dict(conversation.data)
+    if value.strip():  # "amount 1500": the new answer came with the field
+        try:
+            _apply(field, value, data, settings)
+        except CommandError as error:
+            return reply(f"{error.message}\n\n{texts.FLOW_ASK_EDIT}")
+        await repository.save(
+            session, conversation.id, step="confirm", data=data, expires_at=_expiry(settings)
+        )
+        return summary(conversation.id, data)
+    data["editing"] = True
+    await repository.save(
+        session, conversation.id, step=field, data=data, expires_at=_expiry(settings)
+    )
+    return reply(f"{_current(field, data)}\n{PROMPTS[field]}")
+
+
+def _current(field: str, data: dict[str, Any]) -> str:
+    if field == "phone":
+        return f"Now: {mask_msisdn(data['phone'])}."
+    if field == "name":
+        return f"Now: {data.get('name') or 'no name'}."
+    if field == "amount":
+        return f"Now: {format_kes(data['amount_cents'])}."
+    return f"Now: {data['description']}."
 
 
 def _name(text: str) -> str:
@@ -90,18 +163,90 @@ def _name(text: str) -> str:
 
 
 async def _back(session: AsyncSession, settings: Settings, conversation: Conversation) -> Outbound:
-    index = STEPS.index(conversation.step)
-    if index == 0:
+    step, data = conversation.step, dict(conversation.data)
+    if step == PICK_STEP:  # nothing before the choice: ask it again
+        return pick_prompt(conversation)
+    if step == EDIT_STEP:  # changed their mind: the summary as it was
+        previous = "confirm"
+    elif data.pop("editing", False):  # back from editing one answer: choose again
+        previous = EDIT_STEP
+    elif step == STEPS[0]:
         return reply(f"{texts.FLOW_NOTHING_TO_UNDO}\n\n{PROMPTS['phone']}")
-    previous = STEPS[index - 1]
+    else:
+        previous = STEPS[STEPS.index(step) - 1]
     await repository.save(
-        session,
-        conversation.id,
-        step=previous,
-        data=conversation.data,
-        expires_at=_expiry(settings),
+        session, conversation.id, step=previous, data=data, expires_at=_expiry(settings)
     )
+    if previous == "confirm":
+        return summary(conversation.id, data)
+    if previous == EDIT_STEP:
+        return reply(texts.FLOW_ASK_EDIT)
     return reply(PROMPTS[previous])
+
+
+def resume(conversation: Conversation) -> Outbound:
+    """Where the merchant is in the flow, asked again (after a command typed mid-flow)."""
+    step = conversation.step
+    if step == "confirm":
+        return summary(conversation.id, conversation.data)
+    if step == PICK_STEP:
+        return pick_prompt(conversation)
+    if step == EDIT_STEP:
+        return reply(texts.FLOW_ASK_EDIT)
+    return reply(f"{texts.FLOW_RESUME}\n{PROMPTS[step]}")
+
+
+async def start_pick(
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    *,
+    choices: list[dict[str, Any]],
+    amount_cents: int,
+    description: str,
+) -> Outbound:
+    """Several saved customers share the name typed: ask which one, with a button each."""
+    data = {"choices": choices, "amount_cents": amount_cents, "description": description}
+    conversation = await repository.replace(
+        session, merchant_id=merchant.id, step=PICK_STEP, data=data, expires_at=_expiry(settings)
+    )
+    return pick_prompt(conversation)
+
+
+def pick_prompt(conversation: Conversation) -> Outbound:
+    data = conversation.data
+    lines = [
+        f"{n}. {c['name']} · {mask_msisdn(c['phone'])}"
+        for n, c in enumerate(data["choices"], start=1)
+    ]
+    text = texts.PICK_CUSTOMER.format(
+        count=len(lines),
+        name=data["choices"][0]["name"],
+        amount=format_kes(data["amount_cents"]),
+        description=data["description"],
+        choices="\n".join(lines),
+    )
+    buttons = tuple((f"{PICK}:{conversation.id}:{n}", str(n)) for n in range(1, len(lines) + 1))
+    return Outbound(kind="reply", text=text, buttons=buttons)
+
+
+@dataclass(frozen=True)
+class Tapped:
+    """A flow button: `flow:<verb>:<conversation id>`, and `:<n>` for a customer choice."""
+
+    action: str
+    conversation_id: str
+    choice: int | None = None
+
+
+def parse_button(button_id: str) -> Tapped | None:
+    parts = button_id.split(":")
+    if len(parts) not in (3, 4) or parts[0] != "flow":
+        return None
+    action = f"flow:{parts[1]}"
+    if len(parts) == 3:
+        return Tapped(action, parts[2])
+    return Tapped(action, parts[2], int(parts[3])) if parts[3].isdigit() else None
 
 
 def summary(conversation_id: Any, data: dict[str, Any]) -> Outbound:

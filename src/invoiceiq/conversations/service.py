@@ -18,21 +18,26 @@ from invoiceiq.conversations.commands import (
     Unpaid,
     parse_command,
 )
+from invoiceiq.conversations.models import Conversation
 from invoiceiq.conversations.schemas import IncomingMessage
 from invoiceiq.customers import service as customer_service
 from invoiceiq.errors import AppError
 from invoiceiq.invoices import messages as invoice_messages
 from invoiceiq.invoices import service as invoice_service
+from invoiceiq.invoices.models import Invoice
+from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.money import format_kes
-from invoiceiq.merchants import repository as merchant_repository
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
+from invoiceiq.notifications import delivery
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.payments import service as payment_service
 
 PAY_PREFIX = "pay:"
+# Same-named customers offered as buttons; more than this and the merchant types the phone.
+MAX_PICK = 3
 # Commands that interrupt a guided flow; anything else typed mid-flow is an answer.
 MID_FLOW_COMMANDS = (Help, Unpaid, InvoiceAction, StartGuided, OneLineInvoice)
 
@@ -72,13 +77,7 @@ async def _from_merchant(
         return await _flow_button(session, settings, merchant, message.button_id or "")
     if message.kind != "text" or not message.text:
         return _reply(texts.NOT_UNDERSTOOD)
-    notices: list[Outbound] = []
-    conversation = await repository.get_for_merchant(session, merchant.id)
-    if conversation is not None and guided.is_expired(conversation):
-        await repository.delete(session, conversation.id)
-        conversation = None
-        minutes = max(1, int(settings.conversation_ttl // 60))
-        notices = _reply(texts.FLOW_EXPIRED.format(minutes=minutes))
+    conversation, notices = await _live_conversation(session, settings, merchant)
     try:
         command: Command | None = parse_command(message.text, max_amount=settings.mpesa_max_amount)
     except CommandError as error:
@@ -86,19 +85,67 @@ async def _from_merchant(
             return [*notices, guided.reply(error.message)]
         command = None
     if conversation is not None:
-        if message.text.strip().lower() == "cancel":
-            return [await guided.cancel(session, conversation)]
-        if not isinstance(command, MID_FLOW_COMMANDS):
-            return [await guided.answer(session, settings, conversation, message.text)]
-        if isinstance(command, (StartGuided, OneLineInvoice)):
-            await repository.delete(session, conversation.id)
-    elif notices and not isinstance(command, (*MID_FLOW_COMMANDS, SetName, SetVat)):
-        return notices
+        return await _in_flow(session, settings, merchant, conversation, command, message.text)
+    if notices and not isinstance(command, (*MID_FLOW_COMMANDS, SetName, SetVat)):
+        return notices  # an answer to a flow that expired: the notice says to start again
     assert command is not None
+    return [*notices, *await _run_safely(session, settings, merchant, command)]
+
+
+async def _live_conversation(
+    session: AsyncSession, settings: Settings, merchant: Merchant
+) -> tuple[Conversation | None, list[Outbound]]:
+    """The merchant's unexpired flow, or None with a notice when it just expired."""
+    conversation = await repository.get_for_merchant(session, merchant.id)
+    if conversation is None or not guided.is_expired(conversation):
+        return conversation, []
+    await repository.delete(session, conversation.id)
+    return None, _reply(_expired_text(settings))
+
+
+def _expired_text(settings: Settings) -> str:
+    return texts.FLOW_EXPIRED.format(minutes=max(1, int(settings.conversation_ttl // 60)))
+
+
+async def _in_flow(
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    conversation: Conversation,
+    command: Command | None,
+    text: str,
+) -> list[Outbound]:
+    """A typed message while a flow is open: cancel, an answer, or a command in between."""
+    word = text.strip().lower()
+    if word == "cancel":
+        return [await guided.cancel(session, conversation)]
+    if conversation.step == guided.PICK_STEP and word.isdigit():
+        return await _pick(session, settings, merchant, conversation, int(word))
+    if not isinstance(command, MID_FLOW_COMMANDS):
+        return [await guided.answer(session, settings, conversation, text)]
+    if isinstance(command, (StartGuided, OneLineInvoice)):  # a new invoice replaces this one
+        await repository.delete(session, conversation.id)
+        return await _run_safely(session, settings, merchant, command)
+    # help, unpaid, status…: answered, then the flow asks its question again
+    answers = await _run_safely(session, settings, merchant, command)
+    return _then(answers, guided.resume(conversation))
+
+
+def _then(answers: list[Outbound], question: Outbound) -> list[Outbound]:
+    """The answers, then the question: in the last answer's message when both are plain text."""
+    last = answers[-1] if answers else None
+    if last is None or last.buttons or question.buttons or last.kind != "reply":
+        return [*answers, question]
+    return [*answers[:-1], guided.reply(f"{last.text}\n\n{question.text}")]
+
+
+async def _run_safely(
+    session: AsyncSession, settings: Settings, merchant: Merchant, command: Command
+) -> list[Outbound]:
     try:
-        return [*notices, *await _run_command(session, settings, merchant, command)]
+        return await _run_command(session, settings, merchant, command)
     except AppError as error:
-        return [*notices, guided.reply(error.message)]
+        return _reply(error.message)
 
 
 async def _run_command(
@@ -114,7 +161,9 @@ async def _run_command(
     if isinstance(command, Unpaid):
         return _reply(await _unpaid_text(session, merchant))
     if isinstance(command, SetName):
-        await merchant_repository.update(session, merchant.id, business_name=command.name)
+        await merchant_service.set_business_name(
+            session, phone=merchant.phone, name=command.name, signup=settings.signup_mode
+        )
         return _reply(texts.NAME_SET.format(name=command.name))
     if isinstance(command, SetVat):
         await merchant_service.set_vat(session, merchant, enabled=command.enabled)
@@ -127,32 +176,79 @@ async def _one_line_invoice(
     session: AsyncSession, settings: Settings, merchant: Merchant, command: OneLineInvoice
 ) -> list[Outbound]:
     merchant_service.ensure_can_invoice(merchant)
-    phone, name = command.phone, None
-    if phone is None:
-        assert command.saved_name is not None
-        matches = await customer_service.find_by_name(
-            session, merchant_id=merchant.id, name=command.saved_name
-        )
-        fill = {
-            "name": command.saved_name,
-            "amount": command.amount_cents // 100,
-            "description": command.description,
-        }
-        if not matches:
-            return _reply(texts.NO_MATCH.format(**fill))
-        if len(matches) > 1:
-            return _reply(texts.SEVERAL_MATCHES.format(count=len(matches), **fill))
-        phone, name = matches[0].phone, matches[0].name
-    await invoice_service.issue_invoice(
-        session,
-        settings=settings,
-        merchant=merchant,
-        customer_phone=phone,
-        customer_name=name,
-        amount_cents=command.amount_cents,
-        description=command.description,
+    amount, description = command.amount_cents, command.description
+    if command.phone is not None:
+        return await _issue(session, settings, merchant, command.phone, None, amount, description)
+    assert command.saved_name is not None
+    matches = await customer_service.find_by_name(
+        session, merchant_id=merchant.id, name=command.saved_name
     )
-    return []  # the confirmation is queued by issue_invoice
+    fill = {"name": command.saved_name, "amount": amount // 100, "description": description}
+    if not matches:
+        return _reply(texts.NO_MATCH.format(**fill))
+    if len(matches) == 1:
+        found = matches[0]
+        return await _issue(
+            session, settings, merchant, found.phone, found.name, amount, description
+        )
+    if len(matches) > MAX_PICK:
+        return _reply(texts.SEVERAL_MATCHES.format(count=len(matches), **fill))
+    choices = [{"phone": c.phone, "name": c.name or command.saved_name} for c in matches]
+    prompt = await guided.start_pick(
+        session, settings, merchant, choices=choices, amount_cents=amount, description=description
+    )
+    return [prompt]
+
+
+async def _issue(
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    phone: str,
+    name: str | None,
+    amount_cents: int,
+    description: str,
+) -> list[Outbound]:
+    """Issue an invoice. Nothing to reply: its two messages (the customer's, the merchant's
+    confirmation) are queued with it; a refusal (the customer sent STOP…) is the reply."""
+    try:
+        await invoice_service.issue_invoice(
+            session,
+            settings=settings,
+            merchant=merchant,
+            customer_phone=phone,
+            customer_name=name,
+            amount_cents=amount_cents,
+            description=description,
+        )
+    except AppError as error:
+        return _reply(error.message)
+    return []
+
+
+async def _pick(
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    conversation: Conversation,
+    number: int,
+) -> list[Outbound]:
+    """The merchant chose one of several same-named customers: issue to that one."""
+    data = conversation.data
+    choices = data["choices"]
+    if not 1 <= number <= len(choices):
+        return [guided.pick_prompt(conversation)]
+    choice = choices[number - 1]
+    await repository.delete(session, conversation.id)  # a second tap finds nothing: stale
+    return await _issue(
+        session,
+        settings,
+        merchant,
+        choice["phone"],
+        choice["name"],
+        data["amount_cents"],
+        data["description"],
+    )
 
 
 async def _invoice_action(
@@ -160,7 +256,7 @@ async def _invoice_action(
 ) -> list[Outbound]:
     if command.action == "status":
         invoice = await invoice_service.get_for_merchant(session, merchant, command.number)
-        return _reply(invoice_messages.status_line(invoice))
+        return _reply(await _status_text(session, settings, invoice))
     if command.action == "cancel":
         await invoice_service.cancel(session, merchant, command.number)
         return _reply(f"Invoice {command.number} is cancelled. The customer can no longer pay it.")
@@ -168,6 +264,21 @@ async def _invoice_action(
         session, settings=settings, merchant=merchant, number=command.number
     )
     return _reply(f"Reminder for {invoice.number} ({format_kes(invoice.amount_cents)}) sent.")
+
+
+async def _status_text(session: AsyncSession, settings: Settings, invoice: Invoice) -> str:
+    receipt = None
+    if invoice.status is InvoiceStatus.PAID:
+        payment = await payment_service.latest_success(session, invoice.id)
+        receipt = payment.receipt_number if payment else None
+    entry = await notifications.invoice_delivery(session, invoice.id)
+    return invoice_messages.status_detail(
+        invoice,
+        base_url=settings.base_url,
+        vat_percent=settings.vat_percent,
+        delivery=delivery.progress(entry),
+        receipt=receipt,
+    )
 
 
 async def _unpaid_text(session: AsyncSession, merchant: Merchant) -> str:
@@ -183,36 +294,36 @@ async def _unpaid_text(session: AsyncSession, merchant: Merchant) -> str:
 async def _flow_button(
     session: AsyncSession, settings: Settings, merchant: Merchant, button_id: str
 ) -> list[Outbound]:
-    action, _, raw_id = button_id.rpartition(":")
+    tapped = guided.parse_button(button_id)
+    if tapped is None:
+        return _reply(texts.HELP)
     conversation = await repository.get_for_merchant(session, merchant.id)
-    if (
-        conversation is None
-        or str(conversation.id) != raw_id
-        or conversation.step != "confirm"
-        or guided.is_expired(conversation)
-    ):
+    if conversation is None or str(conversation.id) != tapped.conversation_id:
         return _reply(texts.FLOW_STALE)
-    if action == guided.CANCEL:
+    if guided.is_expired(conversation):
+        await repository.delete(session, conversation.id)
+        return _reply(_expired_text(settings))
+    if tapped.action == guided.CANCEL:
         return [await guided.cancel(session, conversation)]
-    if action == guided.EDIT:
-        return [await guided.start(session, settings, merchant)]
-    if action != guided.SEND:
+    if tapped.action == guided.PICK and conversation.step == guided.PICK_STEP:
+        return await _pick(session, settings, merchant, conversation, tapped.choice or 0)
+    if conversation.step != "confirm":
+        return _reply(texts.FLOW_STALE)
+    if tapped.action == guided.EDIT:
+        return [await guided.edit(session, settings, conversation)]
+    if tapped.action != guided.SEND:
         return _reply(texts.HELP)
     data = conversation.data
-    await repository.delete(session, conversation.id)
-    try:
-        await invoice_service.issue_invoice(
-            session,
-            settings=settings,
-            merchant=merchant,
-            customer_phone=data["phone"],
-            customer_name=data.get("name"),
-            amount_cents=data["amount_cents"],
-            description=data["description"],
-        )
-    except AppError as error:
-        return _reply(error.message)
-    return []
+    await repository.delete(session, conversation.id)  # a second tap finds nothing: stale
+    return await _issue(
+        session,
+        settings,
+        merchant,
+        data["phone"],
+        data.get("name"),
+        data["amount_cents"],
+        data["description"],
+    )
 
 
 async def _from_someone_else(
@@ -233,8 +344,8 @@ async def _from_someone_else(
             return _reply(texts.NAME_SET_PENDING.format(name=command.name))
         return _reply(texts.NAME_SET.format(name=command.name))
     if word == "stop":
-        await customer_service.opt_out(session, message.phone)
-        return _reply(texts.STOPPED)
+        stopped = await customer_service.opt_out(session, message.phone)
+        return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
     if word == "start":
         await customer_service.opt_in(session, message.phone)
         return _reply(texts.STARTED)
@@ -243,7 +354,7 @@ async def _from_someone_else(
         return _reply(texts.WELCOME)
     replies = [guided.reply(texts.CUSTOMER_INVOICES.format(count=len(invoices)))]
     for invoice in invoices:
-        owner = await merchant_repository.get(session, invoice.merchant_id)
+        owner = await merchant_service.get(session, invoice.merchant_id)
         replies.append(
             invoice_messages.invoice_for_customer(
                 invoice,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 HELP = (
     "InvoiceIQ: send an invoice, get paid by M-PESA.\n\n"
-    "• invoice: create an invoice step by step\n"
+    "• invoice: create an invoice step by step (back and cancel work at every step)\n"
     "• invoice 0712345678 1500 Logo design: create one in one line\n"
     "• invoice Jane 1500 Cake: use a saved customer's name\n"
     "• unpaid: your unpaid invoices\n"
@@ -12,7 +12,8 @@ HELP = (
     "• remind INV…: send an invoice again\n"
     "• cancel INV…: cancel an invoice\n"
     "• name Your Business: change your business name\n"
-    "• vat on / vat off: whether your prices include VAT"
+    "• vat on / vat off: whether your prices include VAT\n"
+    "• help: this list"
 )
 
 WELCOME = (
@@ -39,6 +40,11 @@ STOPPED = (
     "You won't receive invoices or reminders from this number any more. Receipts for payments "
     "you make still come. Send START to undo."
 )
+# STOP is kept on the number's address-book entries; with none, there is nothing to keep it on.
+NOTHING_TO_STOP = (
+    "No business has sent you an invoice through this number, so there is nothing to stop. "
+    "If one does, reply STOP to it."
+)
 STARTED = "You'll receive invoices and reminders again. Send STOP to stop them."
 
 NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
@@ -57,6 +63,12 @@ FLOW_ASK_DESCRIPTION = "What is it for? (3 to 120 characters, like Logo design)"
 FLOW_CANCELLED = "Cancelled: no invoice was sent."
 FLOW_STALE = "That summary is no longer active, so nothing was sent. Type invoice to start again."
 FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
+FLOW_RESUME = "Back to your new invoice:"
+FLOW_ASK_EDIT = (
+    "What do you want to change? Type phone, name, amount or description, or the new answer "
+    "straight after it, like: amount 1500\nType back to keep everything as it is."
+)
+FLOW_EDIT_UNKNOWN = "I can change the phone, name, amount or description."
 FLOW_SUMMARY = (
     "Please check:\n\nCustomer: {customer}\nAmount: {amount}\nFor: {description}\n\nSend it?"
 )
@@ -64,6 +76,10 @@ FLOW_SUMMARY = (
 SEVERAL_MATCHES = (
     "You have {count} customers called {name}. Type the phone number instead, like: "
     "invoice 0712345678 {amount} {description}"
+)
+PICK_CUSTOMER = (
+    "You have {count} customers called {name}. Which one gets the invoice for {amount} "
+    "({description})?\n\n{choices}\n\nTap a number, or type cancel."
 )
 NO_MATCH = (
     "You have no saved customer called {name}. Type their phone number instead, like: "

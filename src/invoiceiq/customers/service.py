@@ -36,8 +36,10 @@ async def record_inbound(session: AsyncSession, phone: str) -> None:
     await repository.touch_inbound(session, phone, utcnow())
 
 
-async def opt_out(session: AsyncSession, phone: str) -> None:
-    await repository.set_opted_out(session, phone, utcnow())
+async def opt_out(session: AsyncSession, phone: str) -> bool:
+    """STOP: no more invoices or reminders to this phone, from any merchant (receipts still
+    go). False when no merchant has it in their address book: nothing to mark."""
+    return await repository.set_opted_out(session, phone, utcnow()) > 0
 
 
 async def opt_in(session: AsyncSession, phone: str) -> None:

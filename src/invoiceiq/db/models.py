@@ -1,5 +1,6 @@
 """Every table, imported in one place so metadata and migrations see them all."""
 
+from invoiceiq.api.models import ApiKey, IdempotencyRecord
 from invoiceiq.conversations.models import Conversation
 from invoiceiq.customers.models import Customer
 from invoiceiq.db.base import Base
@@ -10,11 +11,14 @@ from invoiceiq.mpesa.models import ProviderToken
 from invoiceiq.notifications.models import MessageLog
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.payments.models import Payment
+from invoiceiq.web.models import RateLimitCounter
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Conversation",
     "Customer",
+    "IdempotencyRecord",
     "InboxEvent",
     "Invoice",
     "Merchant",
@@ -22,4 +26,5 @@ __all__ = [
     "OutboxMessage",
     "Payment",
     "ProviderToken",
+    "RateLimitCounter",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from invoiceiq.invoices.models import Invoice
+from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import mask_msisdn
@@ -77,6 +80,53 @@ def confirmation_for_merchant(invoice: Invoice, *, base_url: str) -> Outbound:
         f"• cancel {invoice.number} to cancel it"
     )
     return Outbound(kind="confirmation", text=text)
+
+
+STATUS_WORDS = {
+    InvoiceStatus.PENDING: "not sent yet",
+    InvoiceStatus.SENT: "sent, waiting for payment",
+    InvoiceStatus.PAID: "paid",
+    InvoiceStatus.CANCELLED: "cancelled",
+}
+
+
+def _stamp(moment: datetime) -> str:
+    return nairobi(moment).strftime("%d %b %Y %H:%M")
+
+
+def status_detail(
+    invoice: Invoice,
+    *,
+    base_url: str,
+    vat_percent: int,
+    delivery: str | None,
+    receipt: str | None,
+) -> str:
+    """Everything `status <number>` tells the merchant about one invoice."""
+    who = mask_msisdn(invoice.customer_phone)
+    if invoice.customer_name:
+        who = f"{invoice.customer_name} ({who})"
+    lines = [
+        f"Invoice {invoice.number}: {STATUS_WORDS[invoice.status]}",
+        f"Customer: {who}",
+        f"Amount: {format_kes(invoice.amount_cents)}{_vat_line(invoice, vat_percent)}",
+        f"For: {invoice.description}",
+        f"Created: {_stamp(invoice.created_at)}",
+    ]
+    if invoice.status is InvoiceStatus.PAID:
+        paid = _stamp(invoice.paid_at) if invoice.paid_at else "yes"
+        proof = f"M-PESA receipt {receipt}" if receipt else "confirmed by M-PESA"
+        lines.append(f"Paid: {paid}, {proof}")
+    elif invoice.status is InvoiceStatus.CANCELLED and invoice.cancelled_at:
+        lines.append(f"Cancelled: {_stamp(invoice.cancelled_at)}")
+    elif delivery:
+        lines.append(f"Message: {delivery}")
+    lines.append(f"Link: {invoice_link(base_url, invoice)}")
+    if invoice.status in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
+        lines.append(
+            f"\nremind {invoice.number} to send it again, cancel {invoice.number} to cancel it"
+        )
+    return "\n".join(lines)
 
 
 def status_line(invoice: Invoice) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,6 +79,30 @@ async def unpaid_for_customer(session: AsyncSession, phone: str, *, limit: int) 
     )
 
 
+async def page_for_merchant(
+    session: AsyncSession,
+    merchant_id: uuid.UUID,
+    *,
+    status: InvoiceStatus | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Invoice]:
+    """Newest first, keyset-paginated on (created_at, id): stable while invoices are added."""
+    query = sa.select(Invoice).where(Invoice.merchant_id == merchant_id)
+    if status is not None:
+        query = query.where(Invoice.status == status)
+    if after is not None:
+        created_at, invoice_id = after
+        query = query.where(
+            sa.or_(
+                Invoice.created_at < created_at,
+                sa.and_(Invoice.created_at == created_at, Invoice.id < invoice_id),
+            )
+        )
+    order = (Invoice.created_at.desc(), Invoice.id.desc())
+    return list(await session.scalars(query.order_by(*order).limit(limit)))
+
+
 async def set_values(session: AsyncSession, invoice_id: uuid.UUID, **values: Any) -> None:
     await session.execute(
         sa.update(Invoice)
@@ -85,3 +110,19 @@ async def set_values(session: AsyncSession, invoice_id: uuid.UUID, **values: Any
         .values(**values)
         .execution_options(synchronize_session="fetch")
     )
+
+
+async def claim_reminder(
+    session: AsyncSession, invoice_id: uuid.UUID, *, seen: datetime | None, at: datetime
+) -> bool:
+    """Record a reminder only if nobody did since `seen` was read: two at once send one."""
+    unchanged = (
+        Invoice.last_reminded_at.is_(None) if seen is None else Invoice.last_reminded_at == seen
+    )
+    result = await session.execute(
+        sa.update(Invoice)
+        .where(Invoice.id == invoice_id, unchanged)
+        .values(last_reminded_at=at)
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

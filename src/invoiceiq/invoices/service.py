@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,6 +94,11 @@ async def get_for_merchant(session: AsyncSession, merchant: Merchant, number: st
     return invoice
 
 
+async def find_by_token(session: AsyncSession, token: str) -> Invoice | None:
+    """The invoice its public link opens, or None (the link's token is its only key)."""
+    return await repository.get_by_token(session, token)
+
+
 async def cancel(session: AsyncSession, merchant: Merchant, number: str) -> Invoice:
     invoice = await get_for_merchant(session, merchant, number)
     if invoice.status is InvoiceStatus.PAID:
@@ -117,6 +123,7 @@ async def cancel(session: AsyncSession, merchant: Merchant, number: str) -> Invo
 async def remind(
     session: AsyncSession, *, settings: Settings, merchant: Merchant, number: str
 ) -> Invoice:
+    merchant_service.ensure_can_invoice(merchant)  # a suspended merchant's reminders stop too
     invoice = await get_for_merchant(session, merchant, number)
     if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
         raise ReminderRefused(f"Invoice {number} is {invoice.status.value.lower()}: no reminder.")
@@ -125,16 +132,34 @@ async def remind(
             "This customer asked not to receive invoices or reminders (they sent STOP)."
         )
     now = utcnow()
-    last = invoice.last_reminded_at or invoice.created_at
-    wait = timedelta(seconds=settings.remind_min_interval) - (now - last)
-    if wait > timedelta(0):
-        minutes = max(1, int(wait.total_seconds() // 60))
-        raise ReminderRefused(
-            f"Invoice {number} was sent recently. You can remind again in {minutes} min."
-        )
-    await repository.set_values(session, invoice.id, last_reminded_at=now)
+    # The interval spares the customer repeats; a message that never reached them is none.
+    if not await notifications.last_delivery_failed(session, invoice.id):
+        last = invoice.last_reminded_at or invoice.created_at
+        wait = timedelta(seconds=settings.remind_min_interval) - (now - last)
+        if wait > timedelta(0):
+            minutes = max(1, int(wait.total_seconds() // 60))
+            raise ReminderRefused(
+                f"Invoice {number} was sent recently. You can remind again in {minutes} min."
+            )
+    seen = invoice.last_reminded_at
+    if not await repository.claim_reminder(session, invoice.id, seen=seen, at=now):
+        raise ReminderRefused(f"A reminder for invoice {number} was just sent.")
     await _send_to_customer(session, settings, merchant, invoice, kind="reminder")
     return invoice
+
+
+async def list_for_merchant(
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    status: InvoiceStatus | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 20,
+) -> list[Invoice]:
+    """A page of the merchant's invoices, newest first, after the (created_at, id) `after`."""
+    return await repository.page_for_merchant(
+        session, merchant.id, status=status, after=after, limit=limit
+    )
 
 
 async def unpaid(session: AsyncSession, merchant: Merchant, *, limit: int = 10) -> list[Invoice]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import SignupMode
@@ -13,6 +15,10 @@ from invoiceiq.merchants.states import MerchantStatus
 
 async def find(session: AsyncSession, phone: str, *, lock: bool = False) -> Merchant | None:
     return await repository.get_by_phone(session, phone, lock=lock)
+
+
+async def get(session: AsyncSession, merchant_id: uuid.UUID) -> Merchant | None:
+    return await repository.get(session, merchant_id)
 
 
 async def set_business_name(

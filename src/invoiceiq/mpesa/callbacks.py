@@ -23,6 +23,7 @@ from invoiceiq.deps import SessionDep, SettingsDep
 from invoiceiq.errors import AppError, NotFound
 from invoiceiq.inbox import service as inbox
 from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.text import json_is_storable
 from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
 from invoiceiq.payments import service as payment_service
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 SOURCE = "mpesa"
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+# Column sizes of the payment table; real values are far shorter (ws_CO_… ids are ~30).
+ID_MAX, CODE_MAX, RECEIPT_MAX = 64, 32, 32
+# Far above M-PESA's per-transaction limit (KES 150,000 to 250,000, reference §6).
+AMOUNT_MAX = 10_000_000
+RETRY_APPLY_AFTER = 5.0
 
 
 @router.post("/payments/stk/callback/{secret}")
@@ -42,14 +48,27 @@ async def stk_callback(
         raise NotFound()
     try:
         body = json.loads(await request.body())
+        if not json_is_storable(body):  # no real callback holds NUL or broken unicode
+            raise ValueError("unstorable text")
         callback = parse_callback(body)
-    except (ValueError, CallbackError):
+        _check_sizes(callback)
+    # RecursionError: deeply nested JSON; a malformed body is a 400, never a 500.
+    except (ValueError, RecursionError, CallbackError):
         log.warning("stk callback: malformed body refused")
         raise AppError("Not an STK callback.", code="malformed_callback") from None
-    force_confirm = not _from_allowed_address(request, settings)
+    if not _from_allowed_address(request, settings):
+        body = {**body, settlement.OUTSIDE_ALLOWLIST: True}
     key = f"{callback.checkout_request_id}:{callback.result_code}"
-    if await inbox.record(session, SOURCE, key, body):
-        await _apply(session, settings, callback, body, key, force_confirm=force_confirm)
+    if not await inbox.record(session, SOURCE, key, body):
+        return ACCEPTED  # a repeat of a callback already stored
+    try:
+        # A savepoint: should applying fail, the stored callback survives (Daraja does not
+        # send it again) and a job applies it later.
+        async with session.begin_nested():
+            await _apply(session, settings, callback, body, key)
+    except Exception:
+        log.exception("stk callback stored but not applied; retried by a job")
+        await _look_again(session, key, delay=RETRY_APPLY_AFTER)
     return ACCEPTED
 
 
@@ -59,31 +78,48 @@ async def _apply(
     callback: StkCallback,
     body: dict[str, Any],
     key: str,
-    *,
-    force_confirm: bool,
 ) -> None:
-    applied = await settlement.apply_callback(
-        session, settings, callback, body, force_confirm=force_confirm
-    )
+    applied = await settlement.apply_callback(session, settings, callback, body)
     if not applied and callback.succeeded:
         matched = await settlement.match_orphan_success(session, settings, callback)
         if matched is not None:
-            applied = await settlement.apply_callback(
-                session, settings, callback, body, force_confirm=force_confirm
-            )
+            applied = await settlement.apply_callback(session, settings, callback, body)
     event = await inbox.get(session, SOURCE, key)
     if applied and event is not None:
         await inbox.mark_processed(session, event)
         return
     # Unknown id: its push's answer may still be on its way (the push handler applies it then);
     # looked at again later, and kept for review if it still matches nothing.
+    await _look_again(session, key, delay=settings.reconcile_after)
+
+
+async def _look_again(session: AsyncSession, key: str, *, delay: float) -> None:
     await outbox.enqueue(
         session,
         payment_service.ORPHAN_TOPIC,
         {"external_id": key},
         f"orphan:{key}",
-        not_before=utcnow() + timedelta(seconds=settings.reconcile_after),
+        not_before=utcnow() + timedelta(seconds=delay),
     )
+
+
+def _check_sizes(callback: StkCallback) -> None:
+    """Values larger than any M-PESA sends (and than the columns that keep them) mark a body
+    that is not Daraja's: refused whole, rather than failing halfway through applying it.
+
+    PhoneNumber is not checked: production callbacks may mask or hash it (reference §9), and
+    refusing a real success for that would lose its receipt number.
+    """
+    limits = (
+        (callback.checkout_request_id, ID_MAX),
+        (callback.merchant_request_id, ID_MAX),
+        (callback.result_code, CODE_MAX),
+        (callback.receipt_number or "", RECEIPT_MAX),
+    )
+    if any(len(value) > limit for value, limit in limits):
+        raise CallbackError("a callback value is longer than M-PESA's")
+    if callback.amount is not None and callback.amount > AMOUNT_MAX:
+        raise CallbackError("Amount is larger than any M-PESA payment")
 
 
 def _secret_ok(given: str, settings: Settings) -> bool:

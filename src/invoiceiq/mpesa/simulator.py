@@ -57,8 +57,8 @@ RULE_LIMITED: Final = (17, "Rule limited.")
 NOT_PERMITTED: Final = (2028, "The request is not permitted according to product assignment.")
 NO_OPERATOR: Final = ("SFC_IC0003", "The operator does not exist.")
 
-# The same amount to the same phone within 2 minutes ends in ResultCode 17 (official list).
-RULE_LIMIT_WINDOW_S: Final = 120
+# The same amount to the same phone within 2 minutes ends in ResultCode 17 (official list);
+# the window is `SimulatorConfig.rule_limit_window_s`, so tests can shrink it.
 # Daraja documents no tolerance for the Timestamp; a few minutes catches a UTC clock (3 h off).
 TIMESTAMP_SKEW: Final = timedelta(minutes=5)
 # A sandbox-era per-transaction maximum (reference §6); larger amounts get "Invalid Amount".
@@ -357,7 +357,8 @@ class DarajaFake:
         if push.party_b != self._party_b:
             return NO_OPERATOR
         last = self._last_push.get((push.phone, push.amount))
-        if last is not None and time.monotonic() - last < RULE_LIMIT_WINDOW_S:
+        window = self._settings.config.rule_limit_window_s
+        if last is not None and time.monotonic() - last < window:
             return RULE_LIMITED
         return None
 

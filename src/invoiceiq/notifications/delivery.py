@@ -21,11 +21,13 @@ from invoiceiq.notifications import repository, service
 from invoiceiq.notifications.models import DeliveryStatus, MessageLog
 from invoiceiq.notifications.schemas import Outbound, TemplateCall
 from invoiceiq.outbox import service as outbox
+from invoiceiq.whatsapp.errors import TRANSIENT_CODES
 
 # 131047: more than 24 hours since the customer last wrote: only a template gets through.
 # https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes
 OUTSIDE_WINDOW = "131047"
 INVOICE_KINDS = {"invoice", "reminder"}
+# Why a message did not reach the customer, in the merchant's words, by provider error code.
 REASONS = {
     "131026": "the number may not be on WhatsApp, or cannot receive messages",
     "131047": "the customer has not written to us in the last 24 hours",
@@ -33,7 +35,41 @@ REASONS = {
     "131050": "the customer has stopped marketing messages",
     "131051": "the message type is not supported",
 }
-WHAT_TO_DO = "Check the number with your customer, or send them the link another way: {link}"
+# A send still failing after every retry (WhatsApp down, or a fault of ours): not the customer.
+UNAVAILABLE = "WhatsApp could not be reached, even after several tries"
+REFUSED = "WhatsApp did not accept the message"
+SEND_LINK = "send them this link another way (SMS, email): {link}"
+# How far the invoice message got, for `status`.
+PROGRESS = {
+    DeliveryStatus.QUEUED: "on its way",
+    DeliveryStatus.SENT: "sent, not yet on the customer's phone",
+    DeliveryStatus.DELIVERED: "delivered to the customer's phone",
+    DeliveryStatus.READ: "read by the customer",
+}
+_GAVE_UP = {"transient", "ambiguous", "dead"}
+WHAT_TO_DO = {
+    "131026": "Check the number with your customer. If it was wrong, send a new invoice to the "
+    "right number; if it is right, " + SEND_LINK,
+    "unavailable": "Type remind {number} in a while to send it again, or " + SEND_LINK,
+}
+
+
+def failure_reason(code: str | None) -> str:
+    """The merchant's words for why a message failed, from the code stored with it."""
+    if code in REASONS:
+        return REASONS[code]
+    if code in _GAVE_UP or (code is not None and code.isdigit() and int(code) in TRANSIENT_CODES):
+        return UNAVAILABLE
+    return REFUSED
+
+
+def progress(entry: MessageLog | None) -> str | None:
+    """How far a message got, in words; None when there is none."""
+    if entry is None:
+        return None
+    if entry.status is DeliveryStatus.FAILED:
+        return f"not delivered: {failure_reason(entry.error_code)}"
+    return PROGRESS[entry.status]
 
 
 async def on_accepted(session: AsyncSession, log_id: uuid.UUID) -> None:
@@ -47,8 +83,15 @@ async def on_accepted(session: AsyncSession, log_id: uuid.UUID) -> None:
 
 
 async def record_failure(
-    session: AsyncSession, settings: Settings, log_id: uuid.UUID, *, code: str
+    session: AsyncSession,
+    settings: Settings,
+    log_id: uuid.UUID,
+    *,
+    code: str,
+    exhausted: bool = False,
 ) -> None:
+    """Mark the message failed; for an invoice or reminder, tell its merchant (once: only the
+    change to `failed` does). `exhausted`: every retry failed, so the customer is not the cause."""
     entry = await repository.get(session, log_id)
     if entry is None:
         return
@@ -56,7 +99,7 @@ async def record_failure(
         session, log_id, DeliveryStatus.FAILED, at=utcnow(), error_code=code
     )
     if moved and entry.kind in INVOICE_KINDS:
-        await _tell_merchant(session, settings, entry, code)
+        await _tell_merchant(session, settings, entry, "unavailable" if exhausted else code)
 
 
 async def apply_status(
@@ -117,7 +160,7 @@ async def _resend_as_template(session: AsyncSession, entry: MessageLog) -> None:
 
 
 async def _tell_merchant(
-    session: AsyncSession, settings: Settings, entry: MessageLog, code: str
+    session: AsyncSession, settings: Settings, entry: MessageLog, cause: str
 ) -> None:
     if entry.invoice_id is None:
         return
@@ -125,16 +168,17 @@ async def _tell_merchant(
     merchant = await merchant_repository.get(session, invoice.merchant_id) if invoice else None
     if invoice is None or merchant is None:
         return
-    reason = REASONS.get(code, "WhatsApp did not accept the message")
-    who = mask_msisdn(invoice.customer_phone)
+    reason = UNAVAILABLE if cause == "unavailable" else failure_reason(cause)
     link = f"{settings.base_url}/i/{invoice.public_token}"
-    text = (
-        f"We could not deliver invoice {invoice.number} to {who}: {reason}.\n"
-        + WHAT_TO_DO.format(link=link)
-    )
+    what = WHAT_TO_DO.get(cause, "Please " + SEND_LINK)
+    what = what.format(link=link, number=invoice.number)
+    what = what[0].upper() + what[1:]
+    who = mask_msisdn(invoice.customer_phone)
+    label = "reminder for invoice" if entry.kind == "reminder" else "invoice"
+    text = f"We could not deliver {label} {invoice.number} to {who}: {reason}.\n\n{what}"
     message = Outbound(
         kind="alert",
         text=text,
-        template=TemplateCall("merchant_delivery_failed", (invoice.number, who, reason)),
+        template=TemplateCall("merchant_delivery_failed", (invoice.number, who, reason, what)),
     )
     await service.send(session, to=merchant.phone, message=message, invoice_id=invoice.id)

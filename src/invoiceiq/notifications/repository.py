@@ -11,13 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
 
-# Delivery statuses only move forward: a late "delivered" never replaces "read".
-STATUS_RANK = {
-    DeliveryStatus.QUEUED: 0,
-    DeliveryStatus.SENT: 1,
-    DeliveryStatus.DELIVERED: 2,
-    DeliveryStatus.READ: 3,
-    DeliveryStatus.FAILED: 4,
+# Delivery statuses only move forward: a late "delivered" never replaces "read". `failed` is
+# the other way out of queued/sent, and final; once a message reached the phone (delivered,
+# read) a contradicting `failed` is not believed, so nobody is told of a failure that wasn't.
+BEHIND = {
+    DeliveryStatus.QUEUED: (),
+    DeliveryStatus.SENT: (DeliveryStatus.QUEUED,),
+    DeliveryStatus.DELIVERED: (DeliveryStatus.QUEUED, DeliveryStatus.SENT),
+    DeliveryStatus.READ: (DeliveryStatus.QUEUED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED),
+    DeliveryStatus.FAILED: (DeliveryStatus.QUEUED, DeliveryStatus.SENT),
 }
 
 
@@ -60,6 +62,18 @@ async def record_sent(
     template_name: str | None,
     at: datetime,
 ) -> None:
+    """The provider took the message. A send that had failed before the provider ever took
+    it (an operator's `outbox retry` of its dead row) starts over as this accepted one."""
+    await session.execute(
+        sa.update(MessageLog)
+        .where(
+            MessageLog.id == log_id,
+            MessageLog.status == DeliveryStatus.FAILED,
+            MessageLog.provider_message_id.is_(None),
+        )
+        .values(status=DeliveryStatus.QUEUED, error_code=None)
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(
         sa.update(MessageLog)
         .where(MessageLog.id == log_id)
@@ -78,7 +92,9 @@ async def advance_status(
     error_code: str | None = None,
 ) -> bool:
     """Move the status forward only; True when it moved (so side effects happen once)."""
-    behind = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+    behind = BEHIND[status]
+    if not behind:
+        return False
     values: dict[str, Any] = {"status": status, "status_at": at}
     if error_code is not None:
         values["error_code"] = error_code
@@ -109,4 +125,20 @@ async def last_sent_at(
             MessageLog.kind == kind,
             MessageLog.direction == Direction.OUTBOUND,
         )
+    )
+
+
+async def latest_invoice_delivery(
+    session: AsyncSession, invoice_id: uuid.UUID, kinds: tuple[str, ...]
+) -> MessageLog | None:
+    """The newest message of `kinds` about this invoice sent to its customer."""
+    return await session.scalar(
+        sa.select(MessageLog)
+        .where(
+            MessageLog.invoice_id == invoice_id,
+            MessageLog.kind.in_(kinds),
+            MessageLog.direction == Direction.OUTBOUND,
+        )
+        .order_by(MessageLog.created_at.desc(), MessageLog.id.desc())
+        .limit(1)
     )

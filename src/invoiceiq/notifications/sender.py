@@ -3,7 +3,9 @@
 Free-form inside the recipient's 24-hour window, the approved template outside it
 (https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows).
 A send is retried on transient and ambiguous failures (WhatsApp has no idempotency key, so a
-rare duplicate is accepted); a rejected send is final and, for an invoice, told to the merchant.
+rare duplicate is accepted). A rejected send, or one still failing at its last attempt, is
+marked failed and its row goes dead (so `outbox list --dead` shows it and `outbox retry` can
+send it again); for an invoice or reminder, the merchant is told once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.whatsapp.client import SentMessage, WhatsAppClient
 from invoiceiq.whatsapp.errors import WhatsAppError
-from invoiceiq.worker import RetryLater
+from invoiceiq.worker import GiveUp, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +46,33 @@ class Sender:
 
     async def __call__(self, row: ClaimedRow) -> None:
         log_id = uuid.UUID(row.payload["message_log_id"])
-        plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
-        if plan is None:
-            return  # already sent by an earlier run of this row
+        final = row.attempts >= self._settings.outbox_max_attempts
         try:
+            plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
+            if plan is None:
+                return  # already sent by an earlier run of this row
             sent = await self._send(plan)
         except WhatsAppError as error:
-            final = error.kind == "rejected" or row.attempts >= self._settings.outbox_max_attempts
-            if not final:
+            if error.kind != "rejected" and not final:
                 raise RetryLater(str(error)) from None
             log.warning("whatsapp send failed", extra={"kind": error.kind, "code": error.code})
-            async with unit_of_work(self._sessions) as session:
-                await delivery.record_failure(
-                    session, self._settings, log_id, code=str(error.code or error.kind)
-                )
-            return
+            code = str(error.code) if error.code is not None else error.kind
+            await self._give_up(log_id, code=code, exhausted=error.kind != "rejected")
+            raise GiveUp(str(error)) from None
+        except Exception:
+            if final:  # a fault of ours, every time: the row goes dead, and that is told too
+                await self._give_up(log_id, code="dead", exhausted=True)
+            raise
+        await self._record_sent(log_id, plan, sent)
+
+    async def _give_up(self, log_id: uuid.UUID, *, code: str, exhausted: bool) -> None:
+        """The message will not go: mark it failed (an invoice's merchant hears of it once)."""
+        async with unit_of_work(self._sessions) as session:
+            await delivery.record_failure(
+                session, self._settings, log_id, code=code, exhausted=exhausted
+            )
+
+    async def _record_sent(self, log_id: uuid.UUID, plan: Plan, sent: SentMessage) -> None:
         template_name = (
             plan.message.template.name if plan.as_template and plan.message.template else None
         )
@@ -91,7 +105,7 @@ class Sender:
                 to=plan.phone,
                 name=message.template.name,
                 language=message.template.language,
-                body_params=message.template.params,
+                body_params=tuple(template_param(p) for p in message.template.params),
                 button_payloads=message.template.button_payloads,
             )
         if message.buttons:
@@ -99,3 +113,10 @@ class Sender:
                 to=plan.phone, body=message.text, buttons=message.buttons, footer=message.footer
             )
         return await self._client.send_text(to=plan.phone, body=message.text)
+
+
+def template_param(text: str) -> str:
+    """WhatsApp refuses a template parameter that is empty or holds a newline, a tab or five
+    spaces in a row; the free-form message keeps the text as typed, the template gets it on
+    one line (e.g. a description given with line breaks through the API)."""
+    return " ".join(text.split()) or "-"

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.notifications import repository
-from invoiceiq.notifications.models import DeliveryStatus, Direction
+from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox import service as outbox
 
@@ -36,6 +36,19 @@ async def last_sent_at(
 ) -> datetime | None:
     """When a message of `kind` about this invoice was last queued (for rate-limited nudges)."""
     return await repository.last_sent_at(session, invoice_id=invoice_id, kind=kind)
+
+
+INVOICE_MESSAGE_KINDS = ("invoice", "reminder")
+
+
+async def invoice_delivery(session: AsyncSession, invoice_id: uuid.UUID) -> MessageLog | None:
+    """The newest invoice or reminder message sent to the invoice's customer, if any."""
+    return await repository.latest_invoice_delivery(session, invoice_id, INVOICE_MESSAGE_KINDS)
+
+
+async def last_delivery_failed(session: AsyncSession, invoice_id: uuid.UUID) -> bool:
+    latest = await invoice_delivery(session, invoice_id)
+    return latest is not None and latest.status is DeliveryStatus.FAILED
 
 
 async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:

@@ -54,7 +54,7 @@ class RequestContextMiddleware:
             if response_started:
                 log.exception("error after the response started")
                 raise
-            await unhandled_response(exc)(scope, receive, send_with_id)
+            await unhandled_response(exc, scope)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = _route_label(scope)

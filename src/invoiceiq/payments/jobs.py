@@ -11,17 +11,20 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.uow import unit_of_work
+from invoiceiq.errors import AppError
 from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.mpesa.client import DarajaClient, StkQueryResult
+from invoiceiq.mpesa.client import DarajaClient, StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.errors import DarajaError
 from invoiceiq.mpesa.schemas import parse_callback
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import repository, service, settlement
+from invoiceiq.payments import repository, review, service, settlement
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.worker import RetryLater
@@ -61,10 +64,6 @@ class PaymentJobs:
             assert payment is not None
             invoice = await invoice_repository.get(session, payment.invoice_id)  # type: ignore[arg-type]
             assert invoice is not None
-            # Scheduled with the claim, so an attempt whose push dies mid-way is still settled.
-            await settlement.schedule_reconcile(
-                session, payment, round_=0, delay=self._settings.reconcile_after
-            )
         try:
             accepted = await self._daraja.stk_push(
                 phone=payment.phone,
@@ -76,24 +75,32 @@ class PaymentJobs:
         except DarajaError as error:
             await self._push_failed(row, payment, error)
             return
+        await self._push_accepted(payment_id, accepted)
+
+    async def _push_accepted(self, payment_id: uuid.UUID, accepted: StkPushAccepted) -> None:
         async with unit_of_work(self._sessions) as session:
+            await repository.serialize_checkout(session, accepted.checkout_request_id)
             fresh = await repository.get(session, payment_id, lock=True)
             assert fresh is not None
-            await service.record_accepted(
+            stored = await service.record_accepted(
                 session,
                 fresh,
                 checkout_request_id=accepted.checkout_request_id,
                 merchant_request_id=accepted.merchant_request_id,
                 request_body=accepted.request_body,
             )
+            if not stored:
+                return
             # Callbacks that came before we stored the id are applied now.
             for event in await inbox.unprocessed(
                 session, CALLBACK_SOURCE, f"{accepted.checkout_request_id}:"
             ):
-                await settlement.apply_callback(
-                    session, self._settings, parse_callback(event.payload), event.payload
-                )
-                await inbox.mark_processed(session, event)
+                callback = parse_callback(event.payload)
+                if await settlement.apply_callback(
+                    session, self._settings, callback, event.payload
+                ):
+                    await inbox.mark_processed(session, event)
+            await service.tell_to_check_phone(session, fresh)
 
     async def _push_failed(self, row: ClaimedRow, payment: Payment, error: DarajaError) -> None:
         log.warning("stk push failed", extra={"kind": error.kind, "code": error.error_code})
@@ -133,50 +140,82 @@ class PaymentJobs:
             fresh = await repository.get(session, payment.id, lock=True)
             if fresh is None or fresh.status is not PaymentStatus.INITIATED:
                 return
-            if result is not None and result.state == "success":
-                await service.mark_success(session, self._settings, fresh, confirmed_by="query")
-            elif result is not None and result.state == "failed":
-                await service.fail(
-                    session,
-                    self._settings,
-                    fresh,
-                    code=result.result_code or "failed",
-                    description=result.result_desc,
-                )
-            elif overdue:
-                await service.fail(session, self._settings, fresh, code="no_response")
+            if await self._apply_answer(session, fresh, result, confirmed_by="query"):
+                return
+            if overdue:
+                await service.fail(session, self._settings, fresh, code=repository.NO_RESPONSE)
             else:
-                await settlement.schedule_reconcile(
+                await service.schedule_reconcile(
                     session, fresh, round_=round_ + 1, delay=query_backoff(round_)
                 )
+
+    async def _apply_answer(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        result: StkQueryResult | None,
+        *,
+        confirmed_by: str,
+    ) -> bool:
+        """Apply a final STK Query answer to an open attempt; False while it is still pending
+        (or M-PESA did not answer). The receipt number comes from a success callback, if one
+        was stored; the query never carries it."""
+        if result is None or result.state == "pending":
+            return False
+        if result.state == "success":
+            receipt = settlement.claimed_receipt(payment)
+            await service.mark_success(
+                session, self._settings, payment, confirmed_by=confirmed_by, receipt=receipt
+            )
+            return True
+        await service.fail(
+            session,
+            self._settings,
+            payment,
+            code=result.result_code or "failed",
+            description=result.result_desc,
+        )
+        return True
 
     async def confirm(self, row: ClaimedRow) -> None:
         """A success callback is a claim: apply it only when the STK Query agrees."""
         payment = await self._load(row)
-        if payment is None or payment.status is PaymentStatus.SUCCESS or payment.needs_review:
+        if payment is None or payment.status is PaymentStatus.SUCCESS:
             return
         round_ = int(row.payload.get("round", 0))
         result = await self._query(payment) if payment.checkout_request_id else None
-        overdue = self._age(payment) >= self._settings.reconcile_give_up
+        claimed_at = str(row.payload.get("claimed_at") or utcnow().isoformat())
+        claim_age = (utcnow() - datetime.fromisoformat(claimed_at)) / timedelta(seconds=1)
+        overdue = min(self._age(payment), claim_age) >= self._settings.reconcile_give_up
         async with unit_of_work(self._sessions) as session:
             fresh = await repository.get(session, payment.id, lock=True)
             if fresh is None or fresh.status is PaymentStatus.SUCCESS:
                 return
             if result is not None and result.state == "success":
-                await service.mark_success(session, self._settings, fresh, confirmed_by="callback")
+                receipt = settlement.claimed_receipt(fresh)
+                await service.mark_success(
+                    session, self._settings, fresh, confirmed_by="callback", receipt=receipt
+                )
             elif result is not None and result.state == "failed":
-                await service.flag(
+                await review.flag(
                     session, fresh, "the callback said paid, but M-PESA's query denies it"
                 )
+                # The query is M-PESA's word: an open attempt has failed, and can be retried.
+                await self._apply_answer(session, fresh, result, confirmed_by="query")
             elif overdue:
-                await service.flag(session, fresh, "M-PESA never confirmed the reported payment")
+                await review.flag(session, fresh, "M-PESA never confirmed the reported payment")
             else:
                 await settlement.schedule_confirmation(
-                    session, fresh, round_=round_ + 1, delay=query_backoff(round_)
+                    session,
+                    fresh,
+                    round_=round_ + 1,
+                    delay=query_backoff(round_),
+                    claimed_at=claimed_at,
                 )
 
     async def orphan_callback(self, row: ClaimedRow) -> None:
-        """A callback whose CheckoutRequestID was unknown when it came, looked at again later."""
+        """A stored callback not applied when it came (its CheckoutRequestID was unknown, or
+        applying it failed), looked at again: applied, matched, or kept for review."""
         key = row.payload["external_id"]
         async with unit_of_work(self._sessions) as session:
             event = await inbox.get(session, CALLBACK_SOURCE, key)
@@ -189,12 +228,36 @@ class PaymentJobs:
             if not applied and callback.succeeded:
                 matched = await settlement.match_orphan_success(session, self._settings, callback)
                 if matched is not None:
-                    await settlement.apply_callback(
+                    applied = await settlement.apply_callback(
                         session, self._settings, callback, event.payload
                     )
                 else:
                     await settlement.keep_unmatched_success(session, callback, event.payload)
             await inbox.mark_processed(session, event, None if applied else "no matching attempt")
+
+    # The operator's `payments query` -----------------------------------------------------------
+
+    async def query_invoice(self, number: str) -> str:
+        """STK Query of the invoice's open attempt, applied as the reconciler would."""
+        async with unit_of_work(self._sessions) as session:
+            payment = await _open_attempt_of(session, number)
+        assert payment.checkout_request_id is not None
+        try:
+            result = await self._daraja.stk_query(payment.checkout_request_id)
+        except DarajaError as error:
+            raise AppError(f"M-PESA did not answer the query: {error.message}") from None
+        async with unit_of_work(self._sessions) as session:
+            fresh = await repository.get(session, payment.id, lock=True)
+            assert fresh is not None
+            if fresh.status is not PaymentStatus.INITIATED:
+                return f"payment {fresh.id} was settled meanwhile: {fresh.status.value}"
+            if not await self._apply_answer(session, fresh, result, confirmed_by="query"):
+                return (
+                    f"payment {fresh.id}: M-PESA is still processing it (the customer has not "
+                    "answered the prompt yet); ask again in a minute"
+                )
+            code = f" (result {fresh.result_code})" if fresh.result_code else ""
+            return f"payment {fresh.id}: {fresh.status.value}{code}"
 
     async def _load(self, row: ClaimedRow) -> Payment | None:
         async with unit_of_work(self._sessions) as session:
@@ -211,3 +274,26 @@ class PaymentJobs:
     def _age(self, payment: Payment) -> float:
         started: datetime = payment.push_sent_at or payment.created_at
         return (utcnow() - started) / timedelta(seconds=1)
+
+
+async def _open_attempt_of(session: AsyncSession, raw_number: str) -> Payment:
+    """The open attempt of an invoice that M-PESA can be asked about; AppError saying why not."""
+    number = raw_number.strip().upper()
+    invoice = await invoice_repository.get_by_number(session, number)
+    if invoice is None:
+        raise AppError(f"No invoice {number}.")
+    payment = await repository.open_attempt(session, invoice.id)
+    if payment is None:
+        latest = await repository.latest_for_invoice(session, invoice.id)
+        last = f"; its last attempt is {latest.status.value}" if latest else ""
+        raise AppError(
+            f"Invoice {number} is {invoice.status.value} with no open payment attempt{last}."
+        )
+    if payment.checkout_request_id is None:
+        raise AppError(
+            f"Payment {payment.id} of invoice {number} has no CheckoutRequestID (the answer to "
+            "its push was lost), so M-PESA cannot be asked about it. A success callback is "
+            "still matched to it by phone and amount; otherwise the reconciler fails it "
+            "RECONCILE_GIVE_UP seconds after the push."
+        )
+    return payment

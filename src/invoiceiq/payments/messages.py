@@ -20,6 +20,7 @@ CHECK_PHONE = (
     "Check your phone: enter your M-PESA PIN in the prompt to pay {amount} for invoice {number}."
 )
 WAIT = "Please wait {seconds} seconds, then tap Pay again."
+CHECK_PHONE_KIND = "pay_check_phone"
 CONFIRMED_BY_MPESA = "confirmed by M-PESA"
 
 # Why an attempt failed, for the payer and for the merchant (result codes: reference §3.4).
@@ -64,18 +65,19 @@ def receipt_for_customer(
 ) -> Outbound:
     reference = receipt or CONFIRMED_BY_MPESA
     amount = format_kes(invoice.amount_cents)
+    stamp = _stamp(paid_at)
     text = (
         f"Payment received. Thank you!\n\n"
         f"{amount} to {business_name} for invoice {invoice.number}\n"
         f"M-PESA receipt: {reference}\n"
-        f"Paid: {_stamp(paid_at)}\n\n"
+        f"Paid: {stamp}\n\n"
         f"Your receipt: {link}"
     )
     return Outbound(
         kind="receipt",
         text=text,
         template=TemplateCall(
-            "payment_receipt", (amount, invoice.number, business_name, reference, link)
+            "payment_receipt", (amount, invoice.number, business_name, reference, link, stamp)
         ),
     )
 
@@ -88,19 +90,40 @@ def receipt_for_merchant(
     who = mask_msisdn(invoice.customer_phone)
     if invoice.customer_name:
         who = f"{invoice.customer_name} ({who})"
+    stamp = _stamp(paid_at)
     text = (
         f"Paid: invoice {invoice.number}, {amount} from {who}.\n"
         f"M-PESA receipt: {reference}\n"
-        f"Paid: {_stamp(paid_at)}\n"
+        f"Paid: {stamp}\n"
         f"Link: {link}"
     )
+    masked = mask_msisdn(invoice.customer_phone)
     return Outbound(
         kind="payment_received",
         text=text,
         template=TemplateCall(
-            "merchant_payment_received",
-            (invoice.number, amount, mask_msisdn(invoice.customer_phone), reference),
+            "merchant_payment_received", (invoice.number, amount, masked, reference, stamp, link)
         ),
+    )
+
+
+def refusal(text: str) -> Outbound:
+    return Outbound(kind="pay_refused", text=text)
+
+
+def already_paid(number: str, *, receipt: str | None) -> Outbound:
+    shown = f" (M-PESA receipt {receipt})" if receipt else ""
+    return refusal(ALREADY_PAID.format(number=number, receipt=shown))
+
+
+def wait(seconds: int) -> Outbound:
+    return Outbound(kind="pay_wait", text=WAIT.format(seconds=seconds))
+
+
+def check_phone(invoice: Invoice) -> Outbound:
+    amount = format_kes(invoice.amount_cents)
+    return Outbound(
+        kind=CHECK_PHONE_KIND, text=CHECK_PHONE.format(amount=amount, number=invoice.number)
     )
 
 

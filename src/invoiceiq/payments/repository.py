@@ -8,9 +8,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
+from invoiceiq.invoices.models import Invoice
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
+
+# The result code of an attempt given up on because M-PESA never said how it ended.
+NO_RESPONSE = "no_response"
 
 
 async def add(session: AsyncSession, **values: Any) -> Payment:
@@ -38,6 +43,22 @@ async def by_checkout_id(
     return await session.scalar(query)
 
 
+async def serialize_checkout(session: AsyncSession, checkout_request_id: str) -> None:
+    """Hold a lock on this CheckoutRequestID until the transaction ends (PostgreSQL).
+
+    The push handler stores the id and then looks for callbacks that came first; the callback
+    stores itself and then looks for the id. Under READ COMMITTED each can miss the other's
+    uncommitted write, and the callback would wait for the reconciler. Both take this lock
+    before they look, so the second one sees the first one's work. SQLite runs one write
+    transaction at a time (BEGIN IMMEDIATE, db/engine.py), so it needs nothing.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(checkout_request_id)))
+    )
+
+
 async def by_receipt(session: AsyncSession, receipt: str) -> Payment | None:
     return await session.scalar(sa.select(Payment).where(Payment.receipt_number == receipt))
 
@@ -63,10 +84,20 @@ async def open_attempt_for_phone(session: AsyncSession, phone: str) -> Payment |
 async def last_attempt_at(
     session: AsyncSession, *, phone: str, amount_cents: int
 ) -> datetime | None:
-    """When this phone was last asked for this amount (M-PESA's own repeat rule, code 17)."""
+    """When this phone was last asked for this amount (M-PESA's own repeat rule, code 17).
+
+    A push Daraja refused (a failed attempt that never got a CheckoutRequestID: another prompt
+    open, an invalid request, M-PESA unreachable) raised no prompt, so it does not count:
+    the customer told "finish the other prompt, then tap Pay again" is not then told to wait.
+    """
     return await session.scalar(
         sa.select(sa.func.max(sa.func.coalesce(Payment.push_sent_at, Payment.created_at))).where(
-            Payment.phone == phone, Payment.amount_cents == amount_cents
+            Payment.phone == phone,
+            Payment.amount_cents == amount_cents,
+            sa.or_(
+                Payment.checkout_request_id.is_not(None),
+                Payment.status != PaymentStatus.FAILED,
+            ),
         )
     )
 
@@ -110,14 +141,24 @@ async def set_values(session: AsyncSession, payment_id: uuid.UUID, **values: Any
         sa.update(Payment)
         .where(Payment.id == payment_id)
         .values(**values)
-        .execution_options(synchronize_session="fetch")
+        .execution_options(synchronize_session=False)
     )
+    # The attempt loaded in this session gets the new values too, every one of them (the
+    # "fetch" strategy skips attributes that were never loaded, such as a new row's NULLs).
+    loaded = session.sync_session.identity_map.get(
+        session.sync_session.identity_key(Payment, payment_id)
+    )
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
 
 
 async def orphan_candidates(
     session: AsyncSession, *, phone: str, amount_cents: int, since: datetime
 ) -> list[Payment]:
-    """Attempts whose push went out without a stored CheckoutRequestID (an ambiguous push)."""
+    """Attempts whose push went out without a stored CheckoutRequestID (an ambiguous push):
+    still open, or failed only because no answer came. An attempt Daraja refused (failed with
+    another code) raised no prompt, so no money can belong to it."""
     return list(
         await session.scalars(
             sa.select(Payment).where(
@@ -126,13 +167,59 @@ async def orphan_candidates(
                 Payment.checkout_request_id.is_(None),
                 Payment.push_sent_at >= since,
                 Payment.invoice_id.is_not(None),
+                sa.or_(
+                    Payment.status == PaymentStatus.INITIATED,
+                    sa.and_(
+                        Payment.status == PaymentStatus.FAILED,
+                        Payment.result_code == NO_RESPONSE,
+                    ),
+                ),
             )
         )
     )
 
 
-async def flagged(session: AsyncSession, *, include_resolved: bool = False) -> list[Payment]:
-    query = sa.select(Payment).where(Payment.needs_review.is_(True)).order_by(Payment.created_at)
+async def latest_for_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
+    return await session.scalar(
+        sa.select(Payment)
+        .where(Payment.invoice_id == invoice_id)
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    )
+
+
+async def prompt_times_since(
+    session: AsyncSession, invoice_id: uuid.UUID, since: datetime
+) -> list[datetime]:
+    """When this invoice's attempts since `since` were made, oldest first; an attempt Daraja
+    refused without raising a prompt does not count (the web page's per-invoice limit)."""
+    return list(
+        await session.scalars(
+            sa.select(Payment.created_at)
+            .where(
+                Payment.invoice_id == invoice_id,
+                Payment.created_at >= since,
+                sa.or_(
+                    Payment.checkout_request_id.is_not(None),
+                    Payment.status != PaymentStatus.FAILED,
+                ),
+            )
+            .order_by(Payment.created_at)
+        )
+    )
+
+
+async def flagged(
+    session: AsyncSession, *, include_resolved: bool = False
+) -> list[tuple[Payment, str | None]]:
+    """Payments flagged for review, oldest first, each with its invoice number (None for money
+    that matched no attempt)."""
+    query = (
+        sa.select(Payment, Invoice.number)
+        .outerjoin(Invoice, Invoice.id == Payment.invoice_id)
+        .where(Payment.needs_review.is_(True))
+        .order_by(Payment.created_at)
+    )
     if not include_resolved:
         query = query.where(Payment.reviewed_at.is_(None))
-    return list(await session.scalars(query))
+    return [(payment, number) for payment, number in (await session.execute(query)).all()]

@@ -27,7 +27,7 @@ from invoiceiq.merchants import repository as merchant_repository
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox import service as outbox
-from invoiceiq.payments import messages, repository
+from invoiceiq.payments import messages, repository, review
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PAYMENT_TRANSITIONS, PaymentStatus
 
@@ -37,8 +37,9 @@ PUSH_TOPIC = "mpesa.stk_push"
 RECONCILE_TOPIC = "mpesa.reconcile"
 CONFIRM_TOPIC = "mpesa.confirm"
 ORPHAN_TOPIC = "mpesa.orphan_callback"
-CHECK_PHONE_KIND = "pay_check_phone"
 CHECK_PHONE_EVERY = timedelta(minutes=1)
+# Longer than the HTTP client waits for Daraja's answer to a push (kit/http.py, read 15 s).
+PUSH_ANSWER_WAIT = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,22 @@ async def has_open_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> bool
 
 async def latest_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
     return await repository.latest_success(session, invoice_id)
+
+
+async def latest_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
+    """The invoice's newest attempt, whatever its status (the public page's status poll)."""
+    return await repository.latest_for_invoice(session, invoice_id)
+
+
+async def prompt_times_since(
+    session: AsyncSession, invoice_id: uuid.UUID, since: datetime
+) -> list[datetime]:
+    return await repository.prompt_times_since(session, invoice_id, since)
+
+
+def failure_reason_for_payer(code: str | None) -> str:
+    """Why an attempt failed, in the payer's plain words (never the provider's text)."""
+    return messages.reasons(code)[0]
 
 
 # Starting -------------------------------------------------------------------------------------
@@ -85,7 +102,22 @@ async def start_payment(
     except IntegrityError:  # a simultaneous tap won the one open slot
         return StartResult("open", await repository.open_attempt(session, invoice.id))
     await outbox.enqueue(session, PUSH_TOPIC, {"payment_id": str(payment.id)}, f"push:{payment.id}")
+    # Due whatever becomes of the push (even a push row that dies unrun): no attempt stays
+    # open for ever, blocking the invoice and the phone.
+    await schedule_reconcile(session, payment, round_=0, delay=settings.reconcile_after)
     return StartResult("started", payment)
+
+
+async def schedule_reconcile(
+    session: AsyncSession, payment: Payment, *, round_: int, delay: float
+) -> None:
+    await outbox.enqueue(
+        session,
+        RECONCILE_TOPIC,
+        {"payment_id": str(payment.id), "round": round_},
+        f"reconcile:{payment.id}:{round_}",
+        not_before=utcnow() + timedelta(seconds=delay),
+    )
 
 
 async def _seconds_to_wait(
@@ -104,23 +136,21 @@ async def _seconds_to_wait(
 
 
 async def should_nudge(session: AsyncSession, payment: Payment) -> bool:
-    """ "Check your phone" at most once a minute per invoice, and not before the push went out
-    (its handler says it then)."""
-    if payment.checkout_request_id is None or payment.invoice_id is None:
+    """ "Check your phone" at most once a minute per invoice, and not while the push is on its
+    way (its handler says it once Daraja accepts). A push whose answer was lost may still have
+    raised the prompt, so once it is overdue the tapper hears it too, rather than silence.
+    The attempt's row is locked first, so of simultaneous taps only the first sees no recent
+    nudge (on SQLite every write transaction is serial anyway)."""
+    if payment.invoice_id is None or payment.push_sent_at is None:
         return False
+    answer_lost = utcnow() - payment.push_sent_at >= PUSH_ANSWER_WAIT
+    if payment.checkout_request_id is None and not answer_lost:
+        return False
+    await repository.get(session, payment.id, lock=True)
     last = await notifications.last_sent_at(
-        session, invoice_id=payment.invoice_id, kind=CHECK_PHONE_KIND
+        session, invoice_id=payment.invoice_id, kind=messages.CHECK_PHONE_KIND
     )
     return last is None or utcnow() - last >= CHECK_PHONE_EVERY
-
-
-def check_phone_message(invoice: Invoice) -> Outbound:
-    from invoiceiq.kit.money import format_kes
-
-    text = messages.CHECK_PHONE.format(
-        amount=format_kes(invoice.amount_cents), number=invoice.number
-    )
-    return Outbound(kind=CHECK_PHONE_KIND, text=text)
 
 
 # Outcomes -------------------------------------------------------------------------------------
@@ -133,7 +163,18 @@ async def record_accepted(
     checkout_request_id: str,
     merchant_request_id: str,
     request_body: dict[str, Any],
-) -> None:
+) -> bool:
+    """Daraja accepted the push: store its ids (and the request, without its password).
+
+    False when a success callback was already matched to this attempt by phone and amount yet
+    the push's own answer names another id: both facts are kept for a person to look at."""
+    known = payment.checkout_request_id
+    if known is not None and known != checkout_request_id:
+        await repository.set_values(session, payment.id, request_body=request_body)
+        await review.flag(
+            session, payment, "the push's CheckoutRequestID differs from its callback's"
+        )
+        return False
     await repository.set_values(
         session,
         payment.id,
@@ -141,10 +182,18 @@ async def record_accepted(
         merchant_request_id=merchant_request_id,
         request_body=request_body,
     )
+    return True
+
+
+async def tell_to_check_phone(session: AsyncSession, payment: Payment) -> None:
+    """Once the push is accepted, unless its outcome is already known (a callback can
+    overtake the push's own answer): nobody is sent to a prompt already answered."""
+    if payment.status is not PaymentStatus.INITIATED or payment.callback_body is not None:
+        return
     invoice = await _invoice(session, payment)
-    if invoice is not None and payment.status is PaymentStatus.INITIATED:
+    if invoice is not None:
         await notifications.send(
-            session, to=payment.phone, message=check_phone_message(invoice), invoice_id=invoice.id
+            session, to=payment.phone, message=messages.check_phone(invoice), invoice_id=invoice.id
         )
 
 
@@ -165,7 +214,11 @@ async def fail(
             payment.id,
             PaymentStatus.FAILED,
             source=PaymentStatus.INITIATED,
-            values={"result_code": code, "result_desc": description, "completed_at": utcnow()},
+            values={
+                "result_code": code[:32],
+                "result_desc": description[:255] if description else None,
+                "completed_at": utcnow(),
+            },
         )
     except TransitionRefused:
         return False
@@ -180,7 +233,9 @@ async def fail(
         invoice_id=invoice.id,
     )
     if tell_merchant:
-        await _tell_merchant(session, invoice, messages.failure_for_merchant(invoice, code=code))
+        await review.tell_merchant(
+            session, invoice, messages.failure_for_merchant(invoice, code=code)
+        )
     return True
 
 
@@ -198,7 +253,8 @@ async def mark_success(
     merchant is told: money is never silently dropped. False if it was SUCCESS already.
     """
     values: dict[str, Any] = {"completed_at": utcnow(), "confirmed_by": confirmed_by}
-    if receipt and payment.receipt_number is None:
+    reused = receipt is not None and not await review.receipt_is_free(session, payment, receipt)
+    if receipt and not reused and payment.receipt_number is None:
         values["receipt_number"] = receipt
     try:
         await PAYMENT_TRANSITIONS.apply(
@@ -206,28 +262,47 @@ async def mark_success(
         )
     except TransitionRefused:
         return False
-    invoice = await _invoice(session, payment, lock=True)
-    if invoice is None:
-        return True
-    paid_at = values["completed_at"]
+    if reused:
+        # M-PESA confirmed the money; only the reported receipt number is suspect.
+        await review.flag(
+            session, payment, f"receipt {receipt} was already used by another payment"
+        )
+    invoice = await _invoice(session, payment)
+    if invoice is not None:
+        await _invoice_paid(session, settings, invoice, payment, paid_at=values["completed_at"])
+    return True
+
+
+async def _invoice_paid(
+    session: AsyncSession,
+    settings: Settings,
+    invoice: Invoice,
+    payment: Payment,
+    *,
+    paid_at: datetime,
+) -> None:
+    """The invoice PAID and receipts to both sides; money for an invoice no longer payable is
+    flagged instead of the merchant's receipt (the payer still gets theirs)."""
     try:
         await INVOICE_TRANSITIONS.apply(
             session, Invoice, invoice.id, InvoiceStatus.PAID, values={"paid_at": paid_at}
         )
     except TransitionRefused as refused:
         state = (refused.current or "").lower()
-        await flag(session, payment, f"the invoice was already {state} when this payment came in")
+        await review.flag(
+            session, payment, f"the invoice was already {state} when this payment came in"
+        )
         await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
-        return True
+        return
     await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
     link = _link(settings, invoice)
-    receipt_number = payment.receipt_number or receipt
-    await _tell_merchant(
+    await review.tell_merchant(
         session,
         invoice,
-        messages.receipt_for_merchant(invoice, receipt=receipt_number, paid_at=paid_at, link=link),
+        messages.receipt_for_merchant(
+            invoice, receipt=payment.receipt_number, paid_at=paid_at, link=link
+        ),
     )
-    return True
 
 
 async def _send_receipt_to_customer(
@@ -248,35 +323,10 @@ async def _send_receipt_to_customer(
     )
 
 
-async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
-    """Keep the payment for `payments review` and tell its merchant (once per payment)."""
-    if payment.needs_review:
-        return
-    await repository.set_values(session, payment.id, needs_review=True, review_reason=reason[:255])
-    log.warning("payment flagged for review", extra={"payment": str(payment.id), "reason": reason})
-    invoice = await _invoice(session, payment)
-    if invoice is not None:
-        await _tell_merchant(
-            session,
-            invoice,
-            messages.review_for_merchant(invoice, amount_cents=payment.amount_cents, reason=reason),
-        )
-
-
-async def resolve(session: AsyncSession, payment_id: uuid.UUID, *, note: str) -> Payment | None:
-    payment = await repository.get(session, payment_id, lock=True)
-    if payment is None or not payment.needs_review:
-        return None
-    await repository.set_values(session, payment.id, reviewed_at=utcnow(), review_note=note)
-    return payment
-
-
 # Helpers --------------------------------------------------------------------------------------
 
 
-async def _invoice(
-    session: AsyncSession, payment: Payment, *, lock: bool = False
-) -> Invoice | None:
+async def _invoice(session: AsyncSession, payment: Payment) -> Invoice | None:
     if payment.invoice_id is None:
         return None
     return await invoice_repository.get(session, payment.invoice_id)
@@ -285,12 +335,6 @@ async def _invoice(
 async def _business_name(session: AsyncSession, invoice: Invoice) -> str:
     merchant = await merchant_repository.get(session, invoice.merchant_id)
     return (merchant.business_name if merchant else None) or "the business"
-
-
-async def _tell_merchant(session: AsyncSession, invoice: Invoice, message: Outbound) -> None:
-    merchant = await merchant_repository.get(session, invoice.merchant_id)
-    if merchant is not None:
-        await notifications.send(session, to=merchant.phone, message=message, invoice_id=invoice.id)
 
 
 def _link(settings: Settings, invoice: Invoice) -> str:
@@ -308,18 +352,18 @@ async def tap_to_pay(
     invoice = await invoice_repository.get_by_number(session, number)
     if invoice is None or invoice.customer_phone != phone:
         # The same words whether the invoice exists or not: nothing about it or its customer.
-        return [Outbound(kind="pay_refused", text=messages.NOT_YOURS)]
+        return [messages.refusal(messages.NOT_YOURS)]
     result = await start_payment(session, settings, invoice=invoice, phone=phone)
     if result.outcome == "paid":
-        receipt = f" (M-PESA receipt {result.receipt})" if result.receipt else ""
-        text = messages.ALREADY_PAID.format(number=number, receipt=receipt)
-        return [Outbound(kind="pay_refused", text=text)]
+        return [messages.already_paid(number, receipt=result.receipt)]
     if result.outcome == "cancelled":
-        return [Outbound(kind="pay_refused", text=messages.CANCELLED.format(number=number))]
+        return [messages.refusal(messages.CANCELLED.format(number=number))]
     if result.outcome == "open":
         if result.payment is not None and await should_nudge(session, result.payment):
-            return [check_phone_message(invoice)]
+            # Sent here rather than returned, so the message log ties it to the invoice and
+            # the once-a-minute rule sees it.
+            await notifications.send(
+                session, to=phone, message=messages.check_phone(invoice), invoice_id=invoice.id
+            )
         return []
-    if result.outcome == "wait":
-        return [Outbound(kind="pay_wait", text=messages.WAIT.format(seconds=result.wait_seconds))]
-    return []
+    return [messages.wait(result.wait_seconds)] if result.outcome == "wait" else []

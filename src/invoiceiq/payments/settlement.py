@@ -13,11 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from invoiceiq.config import Settings
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes
-from invoiceiq.mpesa.schemas import StkCallback
+from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
-from invoiceiq.payments import repository, service
+from invoiceiq.payments import repository, review, service
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
+
+# Set on a stored callback that came from outside MPESA_CALLBACK_ALLOWLIST: its success is
+# confirmed by STK Query even when MPESA_CONFIRM_CALLBACKS is off, however late it is applied.
+OUTSIDE_ALLOWLIST = "_outside_allowlist"
+MAX_PHONE_DIGITS = 15  # E.164
 
 
 async def apply_callback(
@@ -25,21 +30,23 @@ async def apply_callback(
     settings: Settings,
     callback: StkCallback,
     body: dict[str, object],
-    *,
-    force_confirm: bool = False,
 ) -> bool:
     """Apply a stored callback; False when no attempt carries its CheckoutRequestID (yet)."""
+    await repository.serialize_checkout(session, callback.checkout_request_id)
     payment = await repository.by_checkout_id(session, callback.checkout_request_id, lock=True)
     if payment is None:
         return False
-    if payment.callback_body is None or callback.succeeded:
+    if callback.succeeded:
+        # Kept whole: the confirmation reads the receipt number from it once M-PESA agrees.
         await repository.set_values(session, payment.id, callback_body=body)
-    if not callback.succeeded:
-        await service.fail(
-            session, settings, payment, code=callback.result_code, description=callback.result_desc
-        )
+        force_confirm = body.get(OUTSIDE_ALLOWLIST) is True
+        await apply_success_claim(session, settings, payment, callback, force_confirm=force_confirm)
         return True
-    await apply_success_claim(session, settings, payment, callback, force_confirm=force_confirm)
+    if payment.status is not PaymentStatus.SUCCESS and payment.callback_body is None:
+        await repository.set_values(session, payment.id, callback_body=body)
+    await service.fail(
+        session, settings, payment, code=callback.result_code, description=callback.result_desc
+    )
     return True
 
 
@@ -51,51 +58,73 @@ async def apply_success_claim(
     *,
     force_confirm: bool,
 ) -> None:
-    if callback.amount is None or callback.amount * 100 != payment.amount_cents:
+    """A success callback is a claim: checked against the attempt, then confirmed by STK Query
+    (or applied at once when confirmation is off). Its receipt number is stored only with the
+    success itself, so a claim M-PESA denies leaves no receipt behind."""
+    if not amount_matches(payment, callback):
         paid = format_kes(callback.amount * 100) if callback.amount is not None else "no amount"
-        await service.flag(
+        await review.flag(
             session,
             payment,
             f"M-PESA reported {paid}, the attempt was for {format_kes(payment.amount_cents)}",
         )
         return
     receipt = callback.receipt_number
-    if receipt and payment.receipt_number is None:
-        other = await repository.by_receipt(session, receipt)
-        if other is not None and other.id != payment.id:
-            await service.flag(
-                session, payment, f"receipt {receipt} was already used by another payment"
-            )
-            return
-        await repository.set_values(session, payment.id, receipt_number=receipt)
+    if receipt and not await review.receipt_is_free(session, payment, receipt):
+        await review.flag(
+            session, payment, f"receipt {receipt} was already used by another payment"
+        )
+        return
     if payment.status is PaymentStatus.SUCCESS:
-        return  # a repeat, or the receipt for a success the query confirmed first
+        # The query confirmed this push first; the callback only brings its receipt number.
+        if receipt and payment.receipt_number is None:
+            await repository.set_values(session, payment.id, receipt_number=receipt)
+        return
     if settings.confirm_callbacks or force_confirm:
         await schedule_confirmation(session, payment, round_=0)
         return
     await service.mark_success(session, settings, payment, confirmed_by="callback", receipt=receipt)
 
 
+def amount_matches(payment: Payment, callback: StkCallback) -> bool:
+    return callback.amount is not None and callback.amount * 100 == payment.amount_cents
+
+
+def claimed_receipt(payment: Payment) -> str | None:
+    """The receipt number of the success callback stored on the attempt, if that callback is
+    about this push and its amount; None otherwise (or when only the query knows)."""
+    if not payment.callback_body:
+        return None
+    try:
+        callback = parse_callback(payment.callback_body)
+    except CallbackError:
+        return None
+    about_this_push = callback.checkout_request_id == payment.checkout_request_id
+    if not (callback.succeeded and about_this_push and amount_matches(payment, callback)):
+        return None
+    return callback.receipt_number
+
+
 async def schedule_confirmation(
-    session: AsyncSession, payment: Payment, *, round_: int, delay: float = 0
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    round_: int,
+    delay: float = 0,
+    claimed_at: str | None = None,
 ) -> None:
+    """`claimed_at` (ISO time) is when the success claim came: M-PESA gets RECONCILE_GIVE_UP
+    from then, or from the push if later, to confirm it (a late success comes long after)."""
+    payload = {
+        "payment_id": str(payment.id),
+        "round": round_,
+        "claimed_at": claimed_at or utcnow().isoformat(),
+    }
     await outbox.enqueue(
         session,
         service.CONFIRM_TOPIC,
-        {"payment_id": str(payment.id), "round": round_},
+        payload,
         f"confirm:{payment.id}:{round_}",
-        not_before=utcnow() + timedelta(seconds=delay),
-    )
-
-
-async def schedule_reconcile(
-    session: AsyncSession, payment: Payment, *, round_: int, delay: float
-) -> None:
-    await outbox.enqueue(
-        session,
-        service.RECONCILE_TOPIC,
-        {"payment_id": str(payment.id), "round": round_},
-        f"reconcile:{payment.id}:{round_}",
         not_before=utcnow() + timedelta(seconds=delay),
     )
 
@@ -130,7 +159,7 @@ async def keep_unmatched_success(
     payment = await repository.add(
         session,
         invoice_id=None,
-        phone=callback.phone or "unknown",
+        phone=_storable_phone(callback.phone),
         amount_cents=max(1, (callback.amount or 0) * 100),
         status=PaymentStatus.FAILED,
         checkout_request_id=callback.checkout_request_id,
@@ -142,3 +171,10 @@ async def keep_unmatched_success(
         review_reason="a success callback that matches no payment attempt",
     )
     return payment
+
+
+def _storable_phone(phone: str | None) -> str:
+    """The payer as reported, when it is a plain number; production may mask or hash it."""
+    if phone and phone.isdigit() and len(phone) <= MAX_PHONE_DIGITS:
+        return phone
+    return "unknown"

@@ -64,7 +64,13 @@ class SimulatorConfig(_Strict):
     timeout_hold_s: float = Field(default=30, ge=0)
     # Delay before delivery statuses (sent, delivered, read) are posted to the webhook.
     status_delay_ms: int = Field(default=0, ge=0)
+    # How long a status webhook the app did not take (no answer, or not 2xx) is posted again,
+    # with backoff, as 360dialog does (for days there; 0: never again).
+    webhook_retry_s: float = Field(default=60, ge=0)
     customer_window_s: float = Field(default=86_400, gt=0)
+    # M-PESA ends a push of the same amount to the same phone within 2 minutes with ResultCode
+    # 17; tests that shrink PAY_COOLDOWN shrink this too.
+    rule_limit_window_s: float = Field(default=120, ge=0)
 
 
 class Dice:

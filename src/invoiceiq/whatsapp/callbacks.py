@@ -28,7 +28,13 @@ from invoiceiq.inbox import service as inbox
 from invoiceiq.notifications import delivery
 from invoiceiq.outbox import service as outbox
 from invoiceiq.whatsapp import adapter
-from invoiceiq.whatsapp.schemas import WebhookEnvelope, inbound_events
+from invoiceiq.whatsapp.schemas import (
+    InboundMessage,
+    StatusUpdate,
+    WebhookEnvelope,
+    inbound_events,
+    system_errors,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["whatsapp"], include_in_schema=False)
@@ -37,6 +43,7 @@ INBOUND_TOPIC = "whatsapp.inbound"
 STATUS_TOPIC = "whatsapp.status"
 SOURCE_MESSAGE = "whatsapp"
 SOURCE_STATUS = "whatsapp-status"
+MAX_STATUS_CHARS = 32
 
 
 @router.get("/whatsapp/webhook")
@@ -59,7 +66,7 @@ async def receive(request: Request, session: SessionDep, settings: SettingsDep) 
     _authenticate(request, body, settings)
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python parses
         log.warning("whatsapp webhook: malformed JSON", extra={"bytes": len(body)})
         raise AppError("The body is not valid JSON.", code="malformed_json") from None
     try:
@@ -68,19 +75,41 @@ async def receive(request: Request, session: SessionDep, settings: SettingsDep) 
         log.warning("whatsapp webhook: not a Cloud API envelope; ignored")
         return JSONResponse({"status": "ignored"})
     messages, statuses = inbound_events(envelope)
+    problems = [e.code for e in system_errors(envelope)]
+    if problems:  # about the number itself (e.g. its quality or its account), not one message
+        log.warning("whatsapp webhook: errors reported for the number", extra={"codes": problems})
     if not messages and not statuses:
         log.info("whatsapp webhook: nothing we handle in this envelope")
     for message in messages:
-        incoming = adapter.to_incoming(message)
-        payload = adapter.incoming_to_json(incoming) if incoming else {"wamid": message.wamid}
-        if await inbox.record(session, SOURCE_MESSAGE, message.wamid, payload) and incoming:
-            await _handle_or_queue(session, settings, INBOUND_TOPIC, payload)
+        await _receive_message(session, settings, message)
     for update in statuses:
-        key = f"{update.message_id}:{update.status}"
-        payload = adapter.status_to_json(update)
-        if await inbox.record(session, SOURCE_STATUS, key, payload):
-            await _handle_or_queue(session, settings, STATUS_TOPIC, payload)
+        await _receive_status(session, settings, update)
     return JSONResponse({"status": "ok"})
+
+
+async def _receive_message(
+    session: AsyncSession, settings: Settings, message: InboundMessage
+) -> None:
+    """Store by wamid, then handle; a sender without a phone number is stored only."""
+    if not adapter.is_storable_id(message.wamid):
+        log.warning("whatsapp webhook: a message id WhatsApp never issues; ignored")
+        return
+    incoming = adapter.to_incoming(message)
+    payload = adapter.incoming_to_json(incoming) if incoming else {"wamid": message.wamid}
+    if await inbox.record(session, SOURCE_MESSAGE, message.wamid, payload) and incoming:
+        await _handle_or_queue(session, settings, INBOUND_TOPIC, payload)
+
+
+async def _receive_status(session: AsyncSession, settings: Settings, update: StatusUpdate) -> None:
+    """Store by (id, status): a repeat is dropped, a new status of the same message is not."""
+    status_ok = adapter.is_storable_id(update.status) and len(update.status) <= MAX_STATUS_CHARS
+    if not (adapter.is_storable_id(update.message_id) and status_ok):
+        log.warning("whatsapp webhook: status with an id or name we never issue; ignored")
+        return
+    key = f"{update.message_id}:{update.status}"
+    payload = adapter.status_to_json(update)
+    if await inbox.record(session, SOURCE_STATUS, key, payload):
+        await _handle_or_queue(session, settings, STATUS_TOPIC, payload)
 
 
 async def _handle_or_queue(
@@ -100,11 +129,20 @@ async def _handle_or_queue(
 async def handle_event(
     session: AsyncSession, settings: Settings, topic: str, payload: dict[str, Any]
 ) -> bool:
-    """Apply one stored event; False when it cannot be applied yet (retry later)."""
+    """Apply one stored event; False when it cannot be applied yet (retry later).
+
+    A message is marked processed with its effects, so a worker that runs it again (its row
+    re-claimed after a crash) does not answer it twice; statuses are idempotent as they are.
+    """
     if topic == INBOUND_TOPIC:
+        event = await inbox.get(session, SOURCE_MESSAGE, payload["wamid"])
+        if event is not None and event.processed_at is not None:
+            return True
         await conversation_service.handle_message(
             session, settings, adapter.incoming_from_json(payload)
         )
+        if event is not None:
+            await inbox.mark_processed(session, event)
         return True
     return await delivery.apply_status(
         session,

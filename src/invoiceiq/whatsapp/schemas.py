@@ -114,6 +114,11 @@ class Message(_Wire):
     context: Context | None = None
     errors: list[WebhookError] = Field(default_factory=list)
 
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _to_utc(value)
+
 
 class Status(_Wire):
     """One delivery status of a message we sent. Order is not guaranteed: `read` may come
@@ -128,6 +133,11 @@ class Status(_Wire):
     recipient_user_id: str | None = None
     biz_opaque_callback_data: str | None = None
     errors: list[WebhookError] = Field(default_factory=list)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _to_utc(value)
 
 
 class Value(_Wire):
@@ -158,6 +168,14 @@ class Value(_Wire):
                 if bare is None:
                     logger.warning("whatsapp webhook: dropped an item without id or timestamp")
         return kept
+
+
+def _to_utc(value: datetime) -> datetime:
+    """The time in UTC; one that has none (year 1 at a positive offset) is not a timestamp."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
 
 
 def _identity_only(item: Any) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ the real service), and the faults of `SimulatorConfig.faults` rolled with the se
 State lives in memory. The fake runs on one event loop and mutates its state only between
 `await`s, so concurrent requests need no lock; fault dice are rolled synchronously when a
 request arrives, so a seed repeats the same faults for the same sequence of requests.
-It does not redeliver a webhook the app failed; `faults.webhooks.duplicate` posts duplicates.
+A status webhook the app does not take is posted again for `webhook_retry_s`, as 360dialog
+does; a phone's own message is posted once (the control API answers with the app's status, and
+the caller decides). `faults.webhooks.duplicate` posts duplicates.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class _Received:
     payload: dict[str, Any]
     status: str = "accepted"
     error_code: int | None = None
+    # "timeout_after" when the fake took the message but held its answer past the client's
+    # timeout: the sender never learned of this copy, so a retry may deliver it again.
+    fault: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,7 @@ class _Received:
             "error_code": self.error_code,
             "at": self.at.isoformat(),
             "payload": self.payload,
+            "fault": self.fault,
         }
 
 
@@ -246,7 +252,7 @@ class WhatsAppFake:
             body = await _json_object(request)
             # Mark-as-read shares the send path: {"status": "read", "message_id": …}.
             read = body.get("status") == "read"
-            answer = self._mark_read(body) if read else self._accept(body)
+            answer = self._mark_read(body) if read else self._accept(body, held=hold_after)
             if hold_after:
                 # The message is taken and will be delivered; only the answer is late.
                 await asyncio.sleep(self._settings.config.timeout_hold_s)
@@ -327,7 +333,7 @@ class WhatsAppFake:
         self._read.add(message_id)
         return {"success": True}
 
-    def _accept(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _accept(self, body: dict[str, Any], *, held: bool = False) -> dict[str, Any]:
         _check_product(body)
         to = _check_recipient(body)
         content = _check_message(body, self._templates, self._media)
@@ -341,6 +347,7 @@ class WhatsAppFake:
             template=content.template,
             at=utcnow(),
             payload=body,
+            fault="timeout_after" if held else None,
         )
         phone.received.append(item)
         outside_window = content.template is None and not self._in_window(phone)
@@ -393,7 +400,18 @@ class WhatsAppFake:
                 }
             envelope = _envelope({"statuses": [status]})
             for _ in range(2 if duplicate else 1):
-                await self._post_webhook(envelope)
+                await self._post_until_taken(envelope)
+
+    async def _post_until_taken(self, envelope: dict[str, Any]) -> None:
+        """Post again while the app does not take it, for `webhook_retry_s`; later statuses of
+        the message wait behind (reference/whatsapp-360dialog.md §3.6)."""
+        deadline = asyncio.get_running_loop().time() + self._settings.config.webhook_retry_s
+        pause = 0.2
+        while not 200 <= await self._post_webhook(envelope) < 300:
+            if asyncio.get_running_loop().time() + pause > deadline:
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def _post_webhook(self, envelope: dict[str, Any]) -> int:
         url = self._webhook_url

@@ -1,0 +1,1 @@
+"""The merchant REST API (DESIGN §3): API keys, idempotent create, list, get, cancel, remind."""

@@ -1,0 +1,138 @@
+"""Operator commands for payments (DESIGN §1): ask M-PESA about an open attempt, and review the
+payments flagged because money and records disagree.
+
+`query` talks to Daraja outside any transaction and applies the answer in its own, as the
+reconciler does. Listings mask phone numbers; nothing here prints a full number or a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.admin_cli import _run_admin, in_transaction
+from invoiceiq.config import Settings
+from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.kit.clock import nairobi
+from invoiceiq.kit.money import format_kes
+from invoiceiq.kit.phone import mask_msisdn, mask_phones_in_text
+from invoiceiq.payments import repository
+from invoiceiq.payments import review as payment_review
+from invoiceiq.payments.jobs import PaymentJobs
+from invoiceiq.payments.models import Payment
+from invoiceiq.providers import make_providers
+
+NOTE_MAX = 2000
+_TRAILING_NUMBER = re.compile(r"[17]\d{8}$")
+
+payments_app = typer.Typer(
+    help="M-PESA payments: query an open attempt, review flagged payments.", no_args_is_help=True
+)
+
+
+@payments_app.command("query")
+def query(
+    number: Annotated[str, typer.Argument(help="The invoice number, e.g. INV7K3QX9A.")],
+) -> None:
+    """Ask M-PESA (STK Query) how the invoice's open attempt ended and apply the answer: paid,
+    or failed so the customer can tap Pay again."""
+
+    async def work(settings: Settings) -> str:
+        engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+        # Like `invoiceiq worker`: with the simulator on, Daraja is the one BASE_URL serves.
+        providers = make_providers(settings, local_origin=settings.base_url, sessions=sessions)
+        try:
+            jobs = PaymentJobs(sessions=sessions, daraja=providers.daraja, settings=settings)
+            return await jobs.query_invoice(number)
+        finally:
+            await providers.aclose()
+            await engine.dispose()
+
+    _run_admin(work)
+
+
+@payments_app.command("review")
+def review(
+    include_resolved: Annotated[
+        bool, typer.Option("--all", help="Also list the ones already resolved.")
+    ] = False,
+) -> None:
+    """List payments flagged for review (phone numbers masked), oldest first."""
+
+    async def work(settings: Settings) -> str:
+        async def read(session: AsyncSession) -> str:
+            rows = await repository.flagged(session, include_resolved=include_resolved)
+            return render_review(rows)
+
+        return await in_transaction(settings, read)
+
+    _run_admin(work)
+
+
+@payments_app.command("resolve")
+def resolve(
+    payment_id: Annotated[str, typer.Argument(help="The payment's id, from `payments review`.")],
+    note: Annotated[str, typer.Option("--note", help="What was done about it.")],
+) -> None:
+    """Close the review of a flagged payment with a note (the flag and its reason are kept)."""
+    target = _parse_id(payment_id)
+    text = note.strip()
+    if not text or len(text) > NOTE_MAX:
+        typer.echo(f"--note must say what was done, in 1 to {NOTE_MAX} characters.", err=True)
+        raise typer.Exit(code=2)
+
+    async def work(settings: Settings) -> str:
+        async def change(session: AsyncSession) -> str:
+            await payment_review.resolve(session, target, note=text)
+            return f"resolved payment {target}"
+
+        return await in_transaction(settings, change)
+
+    _run_admin(work)
+
+
+def _parse_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        typer.echo(
+            f"{raw!r} is not a payment id (a UUID, as `invoiceiq payments review` shows it).",
+            err=True,
+        )
+        raise typer.Exit(code=2) from None
+
+
+def mask_checkout_id(checkout_request_id: str) -> str:
+    """Daraja's ids end with the payer's national number (`ws_CO_…712345678`): masked like one."""
+    match = _TRAILING_NUMBER.search(checkout_request_id)
+    if match is None:
+        return checkout_request_id
+    start = match.start()
+    return checkout_request_id[:start] + mask_msisdn("254" + match.group())[3:]
+
+
+def render_review(rows: list[tuple[Payment, str | None]]) -> str:
+    if not rows:
+        return "no payments need review"
+    lines = [f"{len(rows)} payment(s) flagged for review"]
+    for payment, number in rows:
+        created = nairobi(payment.created_at).strftime("%Y-%m-%d %H:%M")
+        phone = mask_msisdn(payment.phone) if payment.phone.isdigit() else "-"
+        lines.append(
+            f"{payment.id}  {created} EAT  invoice {number or '(none)'}  {phone}  "
+            f"{format_kes(payment.amount_cents)}  {payment.status.value}  "
+            f"receipt {payment.receipt_number or '-'}"
+        )
+        lines.append(f"    reason: {mask_phones_in_text(payment.review_reason or '-')}")
+        if payment.checkout_request_id:
+            lines.append(f"    CheckoutRequestID: {mask_checkout_id(payment.checkout_request_id)}")
+        if payment.reviewed_at is not None:
+            resolved = nairobi(payment.reviewed_at).strftime("%Y-%m-%d %H:%M")
+            note = mask_phones_in_text(payment.review_note or "")
+            lines.append(f"    resolved {resolved} EAT: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Payments a person must look at: money and records disagree (DESIGN §4–§5).
+
+A payment is flagged, never dropped or silently applied, when M-PESA's report cannot be taken as
+it is (a denied claim, a different amount, a receipt number seen before, money for an invoice
+already paid or cancelled, or for no attempt at all). Its merchant is told; `invoiceiq payments
+review` lists it and `payments resolve` closes it with a note. Services flush; callers commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.errors import AppError
+from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices.models import Invoice
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.merchants import repository as merchant_repository
+from invoiceiq.notifications import service as notifications
+from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.payments import messages, repository
+from invoiceiq.payments.models import Payment
+
+log = logging.getLogger(__name__)
+REASON_MAX = 255  # the column's size
+
+
+async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
+    """Keep the payment for review and tell its merchant, once per reason: a new reason on a
+    payment already flagged (or reviewed) flags it again, added to the old one."""
+    if payment.needs_review and payment.reviewed_at is None:
+        if reason in (payment.review_reason or ""):
+            return
+        reason_text = f"{payment.review_reason}; {reason}" if payment.review_reason else reason
+    else:
+        reason_text = reason
+    await repository.set_values(
+        session,
+        payment.id,
+        needs_review=True,
+        review_reason=reason_text[:REASON_MAX],
+        reviewed_at=None,
+    )
+    log.warning("payment flagged for review", extra={"payment": str(payment.id), "reason": reason})
+    if payment.invoice_id is None:
+        return  # money that matched no attempt: no merchant to tell, the operator's list has it
+    invoice = await invoice_repository.get(session, payment.invoice_id)
+    if invoice is not None:
+        await tell_merchant(
+            session,
+            invoice,
+            messages.review_for_merchant(invoice, amount_cents=payment.amount_cents, reason=reason),
+        )
+
+
+async def resolve(session: AsyncSession, payment_id: uuid.UUID, *, note: str) -> Payment:
+    """Close a review with a note saying what was done; the flag and its reason stay."""
+    payment = await repository.get(session, payment_id, lock=True)
+    if payment is None:
+        raise AppError(f"No payment {payment_id}. `invoiceiq payments review` lists flagged ones.")
+    if not payment.needs_review:
+        raise AppError(f"Payment {payment_id} is not flagged for review: nothing to resolve.")
+    if payment.reviewed_at is not None:
+        raise AppError(f"Payment {payment_id} was resolved already: {payment.review_note}")
+    await repository.set_values(session, payment.id, reviewed_at=utcnow(), review_note=note)
+    return payment
+
+
+async def receipt_is_free(session: AsyncSession, payment: Payment, receipt: str) -> bool:
+    """M-PESA receipt numbers are unique: False when another payment already holds this one."""
+    other = await repository.by_receipt(session, receipt)
+    return other is None or other.id == payment.id
+
+
+async def tell_merchant(session: AsyncSession, invoice: Invoice, message: Outbound) -> None:
+    merchant = await merchant_repository.get(session, invoice.merchant_id)
+    if merchant is not None:
+        await notifications.send(session, to=merchant.phone, message=message, invoice_id=invoice.id)

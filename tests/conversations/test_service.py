@@ -1,0 +1,355 @@
+"""Chat handling on the database (both kinds): the guided flow's Edit, choosing among
+same-named customers, commands typed mid-flow, `status` and `remind`.
+
+Each message is handled as the webhook handles it (one transaction); the replies are read
+back from the message log, as the worker would send them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from invoiceiq.config import SignupMode
+from invoiceiq.conversations import texts
+from invoiceiq.conversations.schemas import IncomingMessage
+from invoiceiq.conversations.service import handle_message
+from invoiceiq.customers import service as customer_service
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.models import Invoice, MessageLog
+from invoiceiq.inbox import service as inbox
+from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.merchants import service as merchant_service
+from invoiceiq.merchants.states import MerchantStatus
+from invoiceiq.notifications.models import DeliveryStatus, Direction
+from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.payments.states import PaymentStatus
+from invoiceiq.whatsapp import adapter, callbacks
+from support import factories
+from support.db import make_settings
+
+MERCHANT = "254700000001"
+CUSTOMER = "254712345678"
+
+
+@dataclass
+class Chat:
+    sessions: SessionFactory
+    database_url: str
+    phone: str
+    overrides: dict[str, object] = field(default_factory=dict)
+    seen: int = 0
+
+    async def say(self, text: str) -> list[Outbound]:
+        return await self._handle(IncomingMessage(_wamid(), self.phone, "text", text=text))
+
+    async def tap(self, button_id: str) -> list[Outbound]:
+        return await self._handle(
+            IncomingMessage(_wamid(), self.phone, "button", button_id=button_id)
+        )
+
+    async def _handle(self, message: IncomingMessage) -> list[Outbound]:
+        settings = make_settings(database_url=self.database_url, **self.overrides)
+        async with self.sessions() as session, session.begin():
+            await handle_message(session, settings, message)
+        return await self.replies()
+
+    async def replies(self) -> list[Outbound]:
+        """What was queued for this phone since the last look."""
+        async with self.sessions() as session:
+            logs = list(
+                await session.scalars(
+                    sa.select(MessageLog)
+                    .where(
+                        MessageLog.phone == self.phone,
+                        MessageLog.direction == Direction.OUTBOUND,
+                    )
+                    .order_by(MessageLog.created_at)
+                )
+            )
+        new, self.seen = logs[self.seen :], len(logs)
+        return [Outbound.from_json(entry.request or {}) for entry in new]
+
+    async def only(self, text: str) -> Outbound:
+        [reply] = await self.say(text)
+        return reply
+
+
+def _wamid() -> str:
+    return "wamid." + secrets.token_hex(12)
+
+
+@pytest.fixture
+async def merchant(sessions: SessionFactory, database_url: str) -> Chat:
+    async with sessions() as session, session.begin():
+        await merchant_service.set_business_name(
+            session, phone=MERCHANT, name="Wanjiku Designs", signup=SignupMode.OPEN
+        )
+    return Chat(sessions, database_url, MERCHANT)
+
+
+async def invoices(sessions: SessionFactory) -> list[Invoice]:
+    async with sessions() as session:
+        return list(await session.scalars(sa.select(Invoice).order_by(Invoice.created_at)))
+
+
+def kinds(replies: list[Outbound]) -> list[str]:
+    return [reply.kind for reply in replies]
+
+
+async def summary_after(chat: Chat, *answers: str) -> Outbound:
+    await chat.only("invoice")
+    reply = None
+    for answer in answers:
+        reply = await chat.only(answer)
+    assert reply is not None and reply.buttons
+    return reply
+
+
+def test_help_lists_every_command() -> None:
+    for command in (
+        "invoice",
+        "invoice 0712345678 1500",
+        "invoice Jane",
+        "unpaid",
+        "status INV",
+        "remind INV",
+        "cancel INV",
+        "name ",
+        "vat on",
+        "vat off",
+        "help",
+    ):
+        assert command in texts.HELP, command
+
+
+# Edit -------------------------------------------------------------------------------------------
+
+
+async def test_edit_changes_one_answer_and_keeps_the_others(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    first = await summary_after(merchant, "0712345678", "Jane", "500", "Cake")
+    asked = await merchant.tap(first.buttons[1][0])  # Edit
+    assert texts.FLOW_ASK_EDIT in asked[0].text
+    second = await merchant.only("amount 900")
+    assert "KSh 900" in second.text and "Jane" in second.text and "Cake" in second.text
+    assert [title for _, title in second.buttons] == ["Send", "Edit", "Cancel"]
+    stale = await merchant.tap(first.buttons[0][0])  # Send on the summary before the edit
+    assert texts.FLOW_STALE in stale[0].text
+    assert await invoices(sessions) == []
+    assert kinds(await merchant.tap(second.buttons[0][0])) == ["confirmation"]
+    assert kinds(await merchant.tap(second.buttons[0][0])) == ["reply"]  # stale: no invoice
+    [invoice] = await invoices(sessions)
+    assert invoice.amount_cents == 90_000 and invoice.customer_name == "Jane"
+    assert invoice.description == "Cake" and invoice.customer_phone == CUSTOMER
+
+
+async def test_edit_one_field_step_by_step_with_back(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    first = await summary_after(merchant, "0712345678", "Jane", "500", "Cake")
+    await merchant.tap(first.buttons[1][0])
+    assert "I can change" in (await merchant.only("colour")).text  # not a field: asked again
+    assert "Now: Jane." in (await merchant.only("name")).text
+    assert texts.FLOW_ASK_EDIT in (await merchant.only("back")).text  # choose again
+    assert "Now: KSh 500." in (await merchant.only("amount")).text
+    assert "at least KSh 1" in (await merchant.only("0")).text  # validated, asked again
+    summary = await merchant.only("750")
+    assert "KSh 750" in summary.text and "Jane" in summary.text
+    await merchant.tap(summary.buttons[1][0])
+    unchanged = await merchant.only("back")  # changed their mind: the same summary
+    assert "KSh 750" in unchanged.text and unchanged.buttons
+    await merchant.tap(unchanged.buttons[1][0])
+    assert "phone number" in (await merchant.only("phone 12")).text.lower()
+    renamed = await merchant.only("name skip")
+    assert "Jane" not in renamed.text
+    await merchant.tap(renamed.buttons[0][0])
+    [invoice] = await invoices(sessions)
+    assert invoice.customer_name is None and invoice.amount_cents == 75_000
+
+
+# Same-named customers -------------------------------------------------------------------------
+
+
+async def saved_customers(sessions: SessionFactory, name: str, phones: list[str]) -> None:
+    async with sessions() as session, session.begin():
+        owner = await merchant_service.find(session, MERCHANT)
+        assert owner is not None
+        for phone in phones:
+            await customer_service.remember(session, merchant_id=owner.id, phone=phone, name=name)
+
+
+async def test_same_named_customers_are_offered_to_choose(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await saved_customers(sessions, "Jane", ["254712345678", "254798765432"])
+    choice = await merchant.only("invoice jane 500 Cake")
+    assert "2 customers called Jane" in choice.text and "KSh 500" in choice.text
+    assert "2547•••••678" in choice.text and "2547•••••432" in choice.text
+    assert "254798765432" not in choice.text
+    assert [title for _, title in choice.buttons] == ["1", "2"]
+    assert kinds(await merchant.tap(choice.buttons[1][0])) == ["confirmation"]
+    again = await merchant.tap(choice.buttons[1][0])
+    assert texts.FLOW_STALE in again[0].text
+    [invoice] = await invoices(sessions)
+    second_line = next(line for line in choice.text.splitlines() if line.startswith("2. "))
+    assert second_line.endswith(invoice.customer_phone[-3:]) and invoice.customer_name == "Jane"
+
+    typed = await merchant.only("invoice Jane 300 Bread")
+    assert "3. " not in typed.text
+    assert (await merchant.only("7")).buttons  # no such choice: asked again
+    assert kinds(await merchant.say("1")) == ["confirmation"]
+    assert {i.customer_phone for i in await invoices(sessions)} == {
+        "254798765432",
+        "254712345678",
+    }
+
+
+async def test_many_same_named_customers_ask_for_the_phone(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await saved_customers(sessions, "Jane", [f"25471234567{n}" for n in range(4)])
+    reply = await merchant.only("invoice Jane 500 Cake")
+    assert "4 customers called Jane" in reply.text and "phone number" in reply.text
+    assert not reply.buttons
+    assert await invoices(sessions) == []
+
+
+# Mid-flow commands ----------------------------------------------------------------------------
+
+
+async def test_a_command_mid_flow_is_answered_then_the_question_is_asked_again(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await merchant.only("invoice")
+    await merchant.only("0712345678")
+    answer = await merchant.only("unpaid")
+    assert texts.NO_UNPAID in answer.text and texts.FLOW_ASK_NAME in answer.text
+    assert texts.FLOW_ASK_AMOUNT in (await merchant.only("skip")).text
+    await merchant.only("500")
+    summary = await merchant.only("Cake")
+    both = await merchant.say("help")  # at the summary: help, then the summary with buttons
+    assert [texts.HELP in both[0].text, bool(both[1].buttons)] == [True, True]
+    assert kinds(await merchant.tap(both[1].buttons[0][0])) == ["confirmation"]
+    assert summary.buttons[0][0] == both[1].buttons[0][0]
+    assert len(await invoices(sessions)) == 1
+
+
+async def test_an_expired_summary_button_says_it_expired(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    async with sessions() as session, session.begin():
+        await session.execute(
+            sa.text("UPDATE conversation SET expires_at = :at"),
+            {"at": utcnow() - timedelta(seconds=1)},
+        )
+    [reply] = await merchant.tap(summary.buttons[0][0])
+    assert "expired" in reply.text
+    assert await invoices(sessions) == []
+
+
+# status and remind ------------------------------------------------------------------------------
+
+
+async def test_status_of_a_paid_invoice_shows_the_receipt_number(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    async with sessions() as session, session.begin():
+        owner = await merchant_service.find(session, MERCHANT)
+        invoice = await factories.invoice(
+            session, merchant=owner, status=InvoiceStatus.PAID, paid_at=utcnow()
+        )
+        await factories.payment(
+            session, invoice=invoice, status=PaymentStatus.SUCCESS, receipt_number="TK4Q1X2Z9A"
+        )
+        unpaid = await factories.invoice(session, merchant=owner, customer_name="Mama Mboga")
+    paid_text = (await merchant.only(f"status {invoice.number}")).text
+    assert f"Invoice {invoice.number}: paid" in paid_text
+    assert "M-PESA receipt TK4Q1X2Z9A" in paid_text
+    unpaid_text = (await merchant.only(f"status {unpaid.number.lower()}")).text
+    assert "sent, waiting for payment" in unpaid_text and "Mama Mboga (2547•••••678)" in unpaid_text
+    assert f"remind {unpaid.number}" in unpaid_text and "receipt" not in unpaid_text
+
+
+async def test_remind_right_away_when_the_last_message_failed(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await merchant.say("invoice 0712345678 500 Cake")
+    [invoice] = await invoices(sessions)
+    refused = await merchant.only(f"remind {invoice.number}")
+    assert "remind again in" in refused.text
+    async with sessions() as session, session.begin():
+        await session.execute(
+            sa.update(MessageLog)
+            .where(MessageLog.kind == "invoice")
+            .values(status=DeliveryStatus.FAILED, error_code="131026")
+        )
+    sent = await merchant.only(f"remind {invoice.number}")
+    assert "Reminder" in sent.text
+    again = await merchant.only(f"remind {invoice.number}")  # the reminder went: interval again
+    assert "remind again in" in again.text
+
+
+async def test_two_reminders_at_once_send_one(sessions: SessionFactory) -> None:
+    async with sessions() as session, session.begin():
+        invoice = await factories.invoice(session)
+    seen = invoice.last_reminded_at
+    async with sessions() as session, session.begin():
+        first = await invoice_repository.claim_reminder(session, invoice.id, seen=seen, at=utcnow())
+    async with sessions() as session, session.begin():
+        second = await invoice_repository.claim_reminder(
+            session, invoice.id, seen=seen, at=utcnow()
+        )
+    assert (first, second) == (True, False)
+
+
+# STOP, suspension ------------------------------------------------------------------------------
+
+
+async def test_stop_from_someone_nobody_invoiced_says_so(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    stranger = Chat(sessions, database_url, "254733000000")
+    assert (await stranger.only("STOP")).text == texts.NOTHING_TO_STOP
+
+
+async def test_a_suspended_merchant_can_look_but_not_remind(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await merchant.say("invoice 0712345678 500 Cake")
+    [invoice] = await invoices(sessions)
+    async with sessions() as session, session.begin():
+        await merchant_service.set_status(session, phone=MERCHANT, status=MerchantStatus.SUSPENDED)
+    merchant.overrides["remind_min_interval"] = 0
+    assert "suspended" in (await merchant.only(f"remind {invoice.number}")).text
+    assert "suspended" in (await merchant.only("invoice 0712345678 500 Cake")).text
+    assert invoice.number in (await merchant.only(f"status {invoice.number}")).text
+    assert len(await invoices(sessions)) == 1
+
+
+async def test_a_stored_message_handled_again_is_answered_once(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    """The worker re-runs a queued message whose first run committed (its row re-claimed
+    after a crash): nothing happens twice."""
+    message = IncomingMessage(_wamid(), MERCHANT, "text", text="invoice 0712345678 500 Cake")
+    payload = adapter.incoming_to_json(message)
+    settings = make_settings(database_url=database_url)
+    async with sessions() as session, session.begin():
+        assert await inbox.record(session, callbacks.SOURCE_MESSAGE, message.wamid, payload)
+    for _ in range(2):
+        async with sessions() as session, session.begin():
+            handled = await callbacks.handle_event(
+                session, settings, callbacks.INBOUND_TOPIC, payload
+            )
+        assert handled
+    assert len(await invoices(sessions)) == 1
+    assert kinds(await merchant.replies()) == ["confirmation"]

@@ -1,0 +1,1 @@
+"""Fault-injection runs: many complete flows against a simulator that misbehaves on purpose."""

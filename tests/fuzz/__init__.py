@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis over everything that parses input from people and providers."""

@@ -1,0 +1,203 @@
+"""The `whatsapp.send` handler against the simulator's 360dialog fake over real HTTP, on both
+databases: what a rejected send, a send failing to its last attempt, and a fault of ours each
+leave behind, and that the merchant hears of an undelivered invoice once."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from invoiceiq.config import Settings, SignupMode
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.models import Invoice, MessageLog, OutboxMessage
+from invoiceiq.invoices import service as invoice_service
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.http import make_http_client
+from invoiceiq.merchants import service as merchant_service
+from invoiceiq.notifications.models import DeliveryStatus
+from invoiceiq.notifications.sender import Sender, template_param
+from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.simulator.config import Faults, SimulatorConfig, SimulatorSettings, WhatsAppFaults
+from invoiceiq.whatsapp.client import WhatsAppClient
+from invoiceiq.whatsapp.simulator import WhatsAppFake
+from invoiceiq.whatsapp.templates import TemplateDefinition, load_templates
+from invoiceiq.worker import GiveUp, RetryLater
+from support.db import make_settings
+from support.servers import serve_app
+
+API_KEY = "test-key"
+MERCHANT = "254700000001"
+CUSTOMER = "254712345678"
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Rig:
+    fake: WhatsAppFake
+    simulator: SimulatorSettings
+    sender: Sender
+    sessions: SessionFactory
+    settings: Settings
+
+    def fail_every_send(self) -> None:
+        faults = Faults(whatsapp=WhatsAppFaults(error_5xx=1.0))
+        self.simulator.update(SimulatorConfig(faults=faults))
+
+    def heal(self) -> None:
+        self.simulator.update(SimulatorConfig())
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    sessions: SessionFactory,
+    database_url: str,
+    templates: Mapping[str, TemplateDefinition] | None = None,
+) -> AsyncIterator[Rig]:
+    simulator = SimulatorSettings(SimulatorConfig())
+    async with make_http_client() as http:
+        fake = WhatsAppFake(simulator, templates or load_templates(), api_key=API_KEY, http=http)
+        app = FastAPI()
+        app.include_router(fake.router)
+        async with serve_app(app) as base_url:
+            settings = make_settings(database_url=database_url, outbox_max_attempts=MAX_ATTEMPTS)
+            sender = Sender(
+                sessions=sessions,
+                client=WhatsAppClient(base_url, API_KEY, http),
+                settings=settings,
+            )
+            try:
+                yield Rig(fake, simulator, sender, sessions, settings)
+            finally:
+                await fake.aclose()
+
+
+async def issue(rig: Rig, *, description: str = "Logo design") -> Invoice:
+    async with rig.sessions() as session, session.begin():
+        merchant = await merchant_service.set_business_name(
+            session, phone=MERCHANT, name="Wanjiku Designs", signup=SignupMode.OPEN
+        )
+        return await invoice_service.issue_invoice(
+            session,
+            settings=rig.settings,
+            merchant=merchant,
+            customer_phone=CUSTOMER,
+            customer_name=None,
+            amount_cents=150_000,
+            description=description,
+        )
+
+
+async def send_row(rig: Rig, kind: str, *, attempts: int = 1) -> ClaimedRow:
+    """The outbox row that sends the (only) message of `kind`, as a worker would claim it."""
+    async with rig.sessions() as session:
+        [entry] = list(await session.scalars(sa.select(MessageLog).where(MessageLog.kind == kind)))
+        rows = await session.scalars(sa.select(OutboxMessage))
+        [row] = [r for r in rows if r.payload.get("message_log_id") == str(entry.id)]
+    return ClaimedRow(row.id, row.topic, row.payload, attempts, uuid.uuid4().hex)
+
+
+async def logs(rig: Rig, kind: str) -> list[MessageLog]:
+    async with rig.sessions() as session:
+        return list(await session.scalars(sa.select(MessageLog).where(MessageLog.kind == kind)))
+
+
+async def the_invoice(rig: Rig) -> Invoice:
+    async with rig.sessions() as session:
+        [invoice] = list(await session.scalars(sa.select(Invoice)))
+        return invoice
+
+
+async def test_a_send_the_provider_rejects_is_final_and_told_once(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    """The invoice template is not approved on this account: WhatsApp refuses it for good."""
+    templates = {n: t for n, t in load_templates().items() if n != "invoice_new"}
+    async with rig(sessions, database_url, templates) as r:
+        invoice = await issue(r)
+        row = await send_row(r, "invoice")
+        for _ in range(2):  # the row claimed again after a crash: still told once
+            with pytest.raises(GiveUp):
+                await r.sender(row)
+        [entry] = await logs(r, "invoice")
+        [alert] = await logs(r, "alert")
+        assert entry.status is DeliveryStatus.FAILED and entry.error_code == "132001"
+        assert alert.phone == MERCHANT and alert.invoice_id == invoice.id
+        text: str = (alert.request or {})["text"]
+        assert "WhatsApp did not accept the message" in text
+        assert f"/i/{invoice.public_token}" in text and "2547•••••678" in text
+        assert (await the_invoice(r)).status is InvoiceStatus.PENDING
+        assert r.fake.inbox(CUSTOMER) == []
+
+
+async def test_a_send_failing_to_its_last_attempt_is_told_once(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    async with rig(sessions, database_url) as r:
+        invoice = await issue(r)
+        r.fail_every_send()
+        with pytest.raises(RetryLater):
+            await r.sender(await send_row(r, "invoice", attempts=MAX_ATTEMPTS - 1))
+        assert await logs(r, "alert") == []
+        last = await send_row(r, "invoice", attempts=MAX_ATTEMPTS)
+        for _ in range(2):
+            with pytest.raises(GiveUp):
+                await r.sender(last)
+        [alert] = await logs(r, "alert")
+        text: str = (alert.request or {})["text"]
+        assert "could not be reached" in text and f"remind {invoice.number}" in text
+        # An operator's `outbox retry` once WhatsApp is back: the message goes after all.
+        r.heal()
+        await r.sender(await send_row(r, "invoice", attempts=1))
+        [entry] = await logs(r, "invoice")
+        assert entry.status is DeliveryStatus.SENT and entry.error_code is None
+        assert (await the_invoice(r)).status is InvoiceStatus.SENT
+        assert len(r.fake.inbox(CUSTOMER)) == 1
+
+
+async def test_a_fault_of_ours_at_the_last_attempt_is_told_too(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    async with rig(sessions, database_url) as r:
+        await issue(r)
+        async with r.sessions() as session, session.begin():
+            await session.execute(
+                sa.update(MessageLog)
+                .where(MessageLog.kind == "invoice")
+                .values(request={"not": "a message"})
+            )
+        with pytest.raises(KeyError):
+            await r.sender(await send_row(r, "invoice", attempts=1))
+        assert await logs(r, "alert") == []
+        with pytest.raises(KeyError):  # the worker buries the row; the merchant is told
+            await r.sender(await send_row(r, "invoice", attempts=MAX_ATTEMPTS))
+        [alert] = await logs(r, "alert")
+        assert "could not be reached" in (alert.request or {})["text"]
+
+
+async def test_template_parameters_go_on_one_line(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    """A description with line breaks (as the API may take it) would make WhatsApp refuse the
+    template; the template gets it on one line, the free-form message keeps the lines."""
+    async with rig(sessions, database_url) as r:
+        await issue(r, description="Logo design\n\tand     business cards")
+        await r.sender(await send_row(r, "invoice"))
+        [received] = r.fake.inbox(CUSTOMER)
+        assert received["template"]["name"] == "invoice_new"
+        assert "Logo design and business cards" in received["template"]["params"]
+        [entry] = await logs(r, "invoice")
+        assert entry.status is DeliveryStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [("a\nb", "a b"), ("a\t b", "a b"), ("a     b", "a b"), ("  ", "-"), ("ok", "ok")],
+)
+def test_template_param(given: str, sent: str) -> None:
+    assert template_param(given) == sent

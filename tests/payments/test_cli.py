@@ -1,0 +1,238 @@
+"""`invoiceiq payments query|review|resolve`, run in-process against the test database.
+
+`query` talks to Daraja, so those tests run the whole app (its simulator answers) and call the
+command from a thread: the command runs its own event loop, as it does from a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from invoiceiq.cli import app as cli_app
+from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
+from invoiceiq.db.models import Payment
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.payments.states import PaymentStatus
+from payments.flows import (
+    CUSTOMER,
+    FAILED,
+    RECEIPT,
+    answer,
+    configure,
+    drained,
+    named_merchant,
+    send_invoice,
+    tap,
+    the_invoice,
+    wait_prompt,
+    wait_rows,
+    with_text,
+)
+from support import factories
+from support.app_server import rows, running_app
+
+T = TypeVar("T")
+MASKED = "2547•••••678"
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """`invoiceiq …` against the test database (no developer .env is read)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(cli_app, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def with_sessions(database_url: str, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    async def main() -> T:
+        engine = make_engine(database_url)
+        try:
+            return await work(make_session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def seed(database_url: str, **rows_wanted: dict[str, Any]) -> dict[str, uuid.UUID]:
+    """Payments by name, each on an invoice of its own unless `invoice=None` is given."""
+
+    async def work(sessions: SessionFactory) -> dict[str, uuid.UUID]:
+        ids: dict[str, uuid.UUID] = {}
+        async with unit_of_work(sessions) as session:
+            owner = await factories.merchant(session)
+            for name, values in rows_wanted.items():
+                values = dict(values)
+                if "invoice" in values and values["invoice"] is None:
+                    row = Payment(
+                        invoice_id=None,
+                        phone=values.pop("phone", CUSTOMER),
+                        amount_cents=values.pop("amount_cents", 150_000),
+                        **{k: v for k, v in values.items() if k != "invoice"},
+                    )
+                    session.add(row)
+                    await session.flush()
+                else:
+                    invoice = await factories.invoice(session, merchant=owner)
+                    row = await factories.payment(session, invoice=invoice, **values)
+                ids[name] = row.id
+        return ids
+
+    return with_sessions(database_url, work)
+
+
+def test_review_lists_flagged_payments_with_masked_numbers(cli: Invoke, database_url: str) -> None:
+    assert cli("payments", "review").output.strip() == "no payments need review"
+    ids = seed(
+        database_url,
+        flagged={
+            "status": PaymentStatus.SUCCESS,
+            "needs_review": True,
+            "review_reason": "the invoice was already paid when this payment came in",
+            "receipt_number": "UAB12CD34E",
+            "checkout_request_id": "ws_CO_26112026162201123712345678",
+        },
+        unmatched={
+            "invoice": None,
+            "status": PaymentStatus.FAILED,
+            "needs_review": True,
+            "review_reason": "a success callback that matches no payment attempt",
+        },
+        fine={"status": PaymentStatus.SUCCESS},
+        resolved={
+            "needs_review": True,
+            "review_reason": "old news",
+            "reviewed_at": utcnow() - timedelta(days=1),
+            "review_note": "refunded by the merchant",
+        },
+    )
+
+    listed = cli("payments", "review")
+    everything = cli("payments", "review", "--all")
+
+    assert listed.exit_code == 0
+    out = listed.output
+    assert str(ids["flagged"]) in out and str(ids["unmatched"]) in out
+    assert str(ids["fine"]) not in out and str(ids["resolved"]) not in out
+    assert "already paid" in out and "matches no payment attempt" in out
+    assert "UAB12CD34E" in out and "invoice (none)" in out and "KSh 1,500" in out
+    assert MASKED in out and CUSTOMER not in out and "712345678" not in out
+    assert "ws_CO_" in out
+    assert str(ids["resolved"]) in everything.output
+    assert "refunded by the merchant" in everything.output
+
+
+def test_resolve_closes_a_review_with_a_note(cli: Invoke, database_url: str) -> None:
+    ids = seed(
+        database_url,
+        flagged={"needs_review": True, "review_reason": "amount differs"},
+        fine={"status": PaymentStatus.SUCCESS},
+    )
+    flagged = str(ids["flagged"])
+
+    not_an_id = cli("payments", "resolve", "nope", "--note", "x")
+    no_note = cli("payments", "resolve", flagged, "--note", "   ")
+    unknown = cli("payments", "resolve", str(uuid.uuid4()), "--note", "x")
+    not_flagged = cli("payments", "resolve", str(ids["fine"]), "--note", "x")
+    done = cli("payments", "resolve", flagged, "--note", "Refunded KES 1 on 26 Nov")
+    again = cli("payments", "resolve", flagged, "--note", "twice")
+
+    assert (not_an_id.exit_code, no_note.exit_code) == (2, 2)
+    assert "not a payment id" in not_an_id.output and "--note" in no_note.output
+    assert unknown.exit_code == 1 and "No payment" in unknown.output
+    assert not_flagged.exit_code == 1 and "not flagged" in not_flagged.output
+    assert done.exit_code == 0 and f"resolved payment {flagged}" in done.output
+    assert again.exit_code == 1 and "resolved already" in again.output
+    [payment] = asyncio.run(rows(database_url, Payment, Payment.id == ids["flagged"]))
+    assert payment.review_note == "Refunded KES 1 on 26 Nov" and payment.reviewed_at
+    assert payment.needs_review  # the flag and its reason stay, for the record
+    assert cli("payments", "review").output.strip() == "no payments need review"
+
+
+def test_query_explains_what_it_cannot_ask(cli: Invoke, database_url: str) -> None:
+    async def work(sessions: SessionFactory) -> tuple[str, str]:
+        async with unit_of_work(sessions) as session:
+            lost = await factories.invoice(session)
+            await factories.payment(session, invoice=lost, push_sent_at=utcnow())
+            paid = await factories.invoice(session, status=InvoiceStatus.PAID)
+            await factories.payment(session, invoice=paid, status=PaymentStatus.SUCCESS)
+            return lost.number, paid.number
+
+    lost, paid = with_sessions(database_url, work)
+
+    unknown = cli("payments", "query", "INV0000000")
+    no_id = cli("payments", "query", lost.lower())
+    settled = cli("payments", "query", paid)
+
+    assert unknown.exit_code == 1 and "No invoice INV0000000" in unknown.output
+    assert no_id.exit_code == 1 and "no CheckoutRequestID" in no_id.output
+    assert settled.exit_code == 1 and "no open payment attempt" in settled.output
+    assert "SUCCESS" in settled.output
+
+
+async def pushed(database_url: str, *, count: int) -> None:
+    """Until the app has stored the CheckoutRequestID of `count` pushes (the prompt shows on
+    the phone a moment before)."""
+    await wait_rows(
+        database_url,
+        Payment,
+        lambda ps: len(ps) == count and all(p.checkout_request_id for p in ps),
+    )
+
+
+async def test_query_applies_m_pesas_answer(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    async def query(number: str) -> Result:
+        return await asyncio.to_thread(
+            runner.invoke, cli_app, ["payments", "query", number], catch_exceptions=False
+        )
+
+    async with running_app(database_url) as app:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("BASE_URL", app.origin)
+        merchant = await named_merchant(app)
+        paid = await send_invoice(app, merchant, amount=1500)
+        failed = await send_invoice(app, merchant, amount=2500)
+        await configure(app, faults__callbacks__drop=1.0)
+        await tap(app, CUSTOMER, paid.pay)
+        prompt = await wait_prompt(app)
+        await pushed(database_url, count=1)
+        pending = await query(paid.number)
+        await answer(app, prompt, "accept")
+        succeeded = await query(paid.number)
+        await tap(app, CUSTOMER, failed.pay)
+        await answer(app, await wait_prompt(app, count=2), "cancel")
+        await pushed(database_url, count=2)
+        cancelled = await query(failed.number)
+        await drained(database_url)
+        inbox = await paid.customer.inbox()
+
+    assert pending.exit_code == 0 and "still processing" in pending.output
+    assert succeeded.exit_code == 0 and "SUCCESS" in succeeded.output
+    assert cancelled.exit_code == 0 and "FAILED (result 1032)" in cancelled.output
+    assert (await the_invoice(database_url, paid.number)).status is InvoiceStatus.PAID
+    assert (await the_invoice(database_url, failed.number)).status is InvoiceStatus.SENT
+    [receipt] = with_text(inbox, RECEIPT)
+    assert "confirmed by M-PESA" in receipt
+    assert len(with_text(inbox, FAILED)) == 1

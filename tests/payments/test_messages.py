@@ -1,0 +1,66 @@
+"""Receipts and failure notices: Nairobi time, the templates used outside the 24-hour window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from invoiceiq.db.models import Invoice
+from invoiceiq.payments import messages
+from invoiceiq.whatsapp.templates import load_templates
+
+PAID_AT = datetime(2026, 11, 26, 21, 5, tzinfo=UTC)  # 00:05 the next day in Nairobi
+STAMP = "27 Nov 2026, 00:05 (Nairobi)"
+LINK = "https://pay.example.com/i/token"
+
+
+def an_invoice() -> Invoice:
+    return Invoice(
+        number="INV7K3QX9A",
+        public_token="token",
+        customer_phone="254712345678",
+        customer_name="Jane",
+        amount_cents=150_000,
+    )
+
+
+@pytest.mark.parametrize("receipt", ["UAB12CD34E", None])
+def test_receipts_carry_everything_in_both_forms(receipt: str | None) -> None:
+    templates = load_templates()
+    invoice = an_invoice()
+    reference = receipt or "confirmed by M-PESA"
+    customer = messages.receipt_for_customer(
+        invoice, business_name="Wanjiku Designs", receipt=receipt, paid_at=PAID_AT, link=LINK
+    )
+    merchant = messages.receipt_for_merchant(invoice, receipt=receipt, paid_at=PAID_AT, link=LINK)
+
+    for outbound, extra in ((customer, "Wanjiku Designs"), (merchant, "2547•••••678")):
+        assert outbound.template is not None
+        rendered = templates[outbound.template.name].render(outbound.template.params)
+        for form in (outbound.text, rendered):
+            for part in (reference, "KSh 1,500", invoice.number, STAMP, LINK, extra):
+                assert part in form, (part, form)
+            assert "254712345678" not in form
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("1032", "you cancelled"),
+        ("1037", "did not answer"),
+        ("1", "balance is not enough"),
+        ("2001", "PIN was wrong"),
+        ("17", "within 2 minutes"),
+        ("busy", "finish or cancel it"),
+        ("SFC_IC0003", "M-PESA could not complete the payment"),
+        (None, "M-PESA could not complete the payment"),
+    ],
+)
+def test_failures_are_told_in_plain_words(code: str | None, words: str) -> None:
+    notice = messages.failure_for_customer(an_invoice(), business_name="W", code=code)
+
+    assert words in notice.text and "still open" in notice.text
+    assert notice.template is not None
+    rendered = load_templates()["payment_failed"].render(notice.template.params)
+    assert words in rendered

@@ -1,0 +1,299 @@
+"""Payment rules at the service level, on both databases: the cases the end-to-end tests reach
+only by luck of timing (a re-run push handler, a reused receipt, a resolved review flagged anew)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from invoiceiq.config import Settings
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.models import Invoice, MessageLog, Payment
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.mpesa.client import StkQueryResult
+from invoiceiq.mpesa.schemas import parse_callback
+from invoiceiq.outbox.models import OutboxMessage
+from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.payments import repository, review, service, settlement
+from invoiceiq.payments.jobs import PaymentJobs
+from invoiceiq.payments.states import PaymentStatus
+from payments.flows import CUSTOMER, callback_body
+from support import factories
+
+
+class NoDaraja:
+    """Daraja must not be called at all."""
+
+    async def stk_push(self, **_: Any) -> Any:
+        raise AssertionError("pushed again")
+
+    async def stk_query(self, checkout_request_id: str) -> Any:
+        raise AssertionError("queried")
+
+
+def prompt_of(payment: Payment, checkout_request_id: str = "ws_CO_1") -> dict[str, Any]:
+    return {
+        "checkout_request_id": checkout_request_id,
+        "merchant_request_id": "1-1",
+        "phone": payment.phone,
+        "amount": payment.amount_cents // 100,
+    }
+
+
+async def kinds(session: AsyncSession) -> list[str]:
+    return list(await session.scalars(sa.select(MessageLog.kind).order_by(MessageLog.created_at)))
+
+
+async def test_a_push_re_run_after_push_sent_at_never_pushes(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(session, push_sent_at=utcnow())
+    jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    await jobs.push(
+        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 2, "t")
+    )
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+
+
+async def test_the_cooldown_counts_prompts_not_refused_pushes(
+    session: AsyncSession, settings: Settings
+) -> None:
+    invoice = await factories.invoice(session)
+    await factories.payment(
+        session,
+        invoice=invoice,
+        status=PaymentStatus.FAILED,
+        result_code="busy",
+        push_sent_at=utcnow(),
+    )
+    assert (
+        await service.start_payment(session, settings, invoice=invoice, phone=CUSTOMER)
+    ).outcome == "started"
+
+    other = await factories.invoice(session, merchant=None, amount_cents=invoice.amount_cents)
+    result = await service.start_payment(session, settings, invoice=other, phone=CUSTOMER)
+    # The first invoice's attempt is still open on this phone: wait for its outcome.
+    assert result.outcome == "wait" and result.wait_seconds >= 5
+
+
+async def test_the_cooldown_runs_from_the_last_prompt(
+    session: AsyncSession, settings: Settings
+) -> None:
+    invoice = await factories.invoice(session)
+    await factories.payment(
+        session,
+        invoice=invoice,
+        status=PaymentStatus.FAILED,
+        result_code="1032",
+        checkout_request_id="ws_CO_cool",
+        push_sent_at=utcnow() - timedelta(seconds=30),
+    )
+    result = await service.start_payment(session, settings, invoice=invoice, phone=CUSTOMER)
+
+    assert result.outcome == "wait"
+    assert settings.pay_cooldown - 31 <= result.wait_seconds <= settings.pay_cooldown - 29
+
+
+async def test_orphan_successes_match_only_pushes_that_may_have_prompted(
+    session: AsyncSession,
+) -> None:
+    since = utcnow() - timedelta(minutes=5)
+    pushed = utcnow() - timedelta(seconds=10)
+    refused = await factories.payment(
+        session, status=PaymentStatus.FAILED, result_code="busy", push_sent_at=pushed
+    )
+    open_ = await factories.payment(session, push_sent_at=pushed)
+    given_up = await factories.payment(
+        session, status=PaymentStatus.FAILED, result_code="no_response", push_sent_at=pushed
+    )
+
+    found = await repository.orphan_candidates(
+        session, phone=CUSTOMER, amount_cents=150_000, since=since
+    )
+
+    assert {p.id for p in found} == {open_.id, given_up.id}
+    assert refused.id not in {p.id for p in found}
+
+
+async def test_a_flag_is_told_once_per_reason_and_reopens_after_a_review(
+    session: AsyncSession,
+) -> None:
+    payment = await factories.payment(session)
+
+    await review.flag(session, payment, "reason one")
+    await review.flag(session, payment, "reason one")
+    await review.flag(session, payment, "reason two")
+    await review.resolve(session, payment.id, note="looked at it")
+    await review.flag(session, payment, "reason three")
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None
+    assert fresh.needs_review and fresh.reviewed_at is None
+    assert fresh.review_reason == "reason three"
+    assert await kinds(session) == ["review_alert"] * 3
+
+
+async def test_money_for_a_cancelled_invoice_is_recorded_flagged_and_told(
+    session: AsyncSession, settings: Settings
+) -> None:
+    invoice = await factories.invoice(session, status=InvoiceStatus.CANCELLED)
+    payment = await factories.payment(
+        session, invoice=invoice, status=PaymentStatus.FAILED, result_code="no_response"
+    )
+
+    assert await service.mark_success(
+        session, settings, payment, confirmed_by="query", receipt="UCANCEL123"
+    )
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.SUCCESS  # FAILED → SUCCESS
+    assert fresh.receipt_number == "UCANCEL123" and fresh.needs_review
+    assert fresh.review_reason and "cancelled" in fresh.review_reason
+    status = await session.scalar(sa.select(Invoice.status).where(Invoice.id == invoice.id))
+    assert status is InvoiceStatus.CANCELLED
+    assert sorted(await kinds(session)) == ["receipt", "review_alert"]
+    # SUCCESS is final: a failure reported afterwards changes nothing.
+    assert not await service.fail(session, settings, fresh, code="1032")
+    assert not await service.mark_success(session, settings, fresh, confirmed_by="query")
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+async def test_a_receipt_number_already_used_is_flagged_not_paid(
+    session: AsyncSession, settings: Settings, confirm: bool
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": confirm})
+    await factories.payment(session, status=PaymentStatus.SUCCESS, receipt_number="UTAKEN1234")
+    payment = await factories.payment(session, checkout_request_id="ws_CO_2")
+    body = callback_body(prompt_of(payment, "ws_CO_2"), receipt="UTAKEN1234")
+
+    assert await settlement.apply_callback(session, settings, parse_callback(body), body)
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+    assert fresh.receipt_number is None and fresh.needs_review
+    invoice_status = await session.scalar(
+        sa.select(Invoice.status).where(Invoice.id == payment.invoice_id)
+    )
+    assert invoice_status is InvoiceStatus.SENT
+
+
+async def test_without_confirmation_a_success_callback_pays_at_once(
+    session: AsyncSession, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": False})
+    payment = await factories.payment(session, checkout_request_id="ws_CO_3")
+    body = callback_body(prompt_of(payment, "ws_CO_3"), receipt="UNOW123456")
+
+    await settlement.apply_callback(session, settings, parse_callback(body), body)
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.SUCCESS
+    assert fresh.receipt_number == "UNOW123456" and fresh.confirmed_by == "callback"
+
+
+async def test_only_a_matching_success_body_gives_its_receipt(session: AsyncSession) -> None:
+    payment = await factories.payment(session, checkout_request_id="ws_CO_4")
+    good = callback_body(prompt_of(payment, "ws_CO_4"), receipt="UGOOD12345")
+    other_push = callback_body(prompt_of(payment, "ws_CO_5"), receipt="UOTHER1234")
+    wrong_amount = callback_body(prompt_of(payment, "ws_CO_4"), amount=1, receipt="UCHEAP1234")
+
+    receipts = []
+    for body in (good, other_push, wrong_amount, callback_body(prompt_of(payment), code=1032)):
+        payment.callback_body = body
+        receipts.append(settlement.claimed_receipt(payment))
+
+    assert receipts == ["UGOOD12345", None, None, None]
+
+
+async def test_a_callback_from_outside_the_allowlist_is_confirmed_even_when_applied_late(
+    session: AsyncSession, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": False})
+    payment = await factories.payment(session, checkout_request_id="ws_CO_6")
+    body = {
+        **callback_body(prompt_of(payment, "ws_CO_6")),
+        settlement.OUTSIDE_ALLOWLIST: True,
+    }
+
+    await settlement.apply_callback(session, settings, parse_callback(body), body)
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+    topics = await session.scalars(sa.select(OutboxMessage.topic))
+    assert service.CONFIRM_TOPIC in set(topics)
+
+
+async def test_an_unmatched_success_with_a_hashed_phone_is_kept(session: AsyncSession) -> None:
+    body = callback_body(
+        {"checkout_request_id": "ws_CO_7", "merchant_request_id": "7", "phone": "x", "amount": 5},
+        phone="c0ffee" * 10,
+    )
+
+    kept = await settlement.keep_unmatched_success(session, parse_callback(body), body)
+
+    assert kept.phone == "unknown" and kept.needs_review and kept.invoice_id is None
+    assert kept.amount_cents == 500 and kept.checkout_request_id == "ws_CO_7"
+
+
+@pytest.mark.parametrize(("pushed_ago", "told"), [(2, False), (40, True)])
+async def test_a_tap_while_a_push_answer_is_lost_is_told_to_check_the_phone(
+    session: AsyncSession, settings: Settings, pushed_ago: int, told: bool
+) -> None:
+    invoice = await factories.invoice(session)
+    pushed_at = utcnow() - timedelta(seconds=pushed_ago)
+    await factories.payment(session, invoice=invoice, push_sent_at=pushed_at)
+
+    for _ in range(2):
+        replies = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
+        assert replies == []
+
+    assert await kinds(session) == (["pay_check_phone"] if told else [])
+
+
+class PendingDaraja(NoDaraja):
+    """M-PESA keeps saying "being processed"."""
+
+    async def stk_query(self, checkout_request_id: str) -> Any:
+        return StkQueryResult("pending", None, None)
+
+
+@pytest.mark.parametrize(("claimed_ago", "flagged"), [(0, False), (600, True)])
+async def test_a_late_success_gets_its_own_time_to_be_confirmed(
+    sessions: SessionFactory, settings: Settings, claimed_ago: int, flagged: bool
+) -> None:
+    long_ago = utcnow() - timedelta(seconds=settings.reconcile_give_up + 300)
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(
+            session,
+            status=PaymentStatus.FAILED,
+            result_code="no_response",
+            checkout_request_id="ws_CO_late",
+            push_sent_at=long_ago,
+        )
+    jobs = PaymentJobs(sessions=sessions, daraja=PendingDaraja(), settings=settings)  # type: ignore[arg-type]
+    claimed_at = (utcnow() - timedelta(seconds=claimed_ago)).isoformat()
+    payload = {"payment_id": str(payment.id), "round": 0, "claimed_at": claimed_at}
+
+    await jobs.confirm(ClaimedRow(uuid.uuid4(), service.CONFIRM_TOPIC, payload, 1, "t"))
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        again = await session.scalar(
+            sa.select(OutboxMessage.payload).where(OutboxMessage.topic == service.CONFIRM_TOPIC)
+        )
+    assert fresh is not None and fresh.needs_review is flagged
+    assert (again is None) is flagged  # asked again later while there is time
+    if again is not None:
+        assert again["round"] == 1 and again["claimed_at"] == claimed_at

@@ -1,0 +1,234 @@
+"""The public invoice page, its status poll and its security headers (DESIGN §3, §7)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from invoiceiq.config import Settings
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.models import Invoice, Payment
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.payments.states import PaymentStatus
+from support import factories
+from support.apps import in_process
+
+CUSTOMER = "254712345678"
+SCRIPT = "<script>alert('x')</script>"
+
+
+async def make_invoice(sessions: SessionFactory, **values: object) -> Invoice:
+    async with sessions() as session, session.begin():
+        owner = await factories.merchant(
+            session, business_name=values.pop("business_name", "Wanjiku Designs")
+        )
+        return await factories.invoice(session, merchant=owner, **values)
+
+
+async def add_payment(sessions: SessionFactory, invoice: Invoice, **values: object) -> Payment:
+    async with sessions() as session, session.begin():
+        return await factories.payment(session, invoice=invoice, **values)
+
+
+def html(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("text/html")
+    return response.text
+
+
+def assert_private_page_headers(response: httpx.Response) -> None:
+    headers = response.headers
+    assert headers["x-robots-tag"] == "noindex, nofollow"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["cache-control"] == "no-store"
+    policy = headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+async def test_the_page_shows_the_invoice_phone_first(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(
+        sessions,
+        customer_name="Jane Wanjiru",
+        amount_cents=150_000,
+        vat_cents=20_689,
+        description="Logo design",
+    )
+    async with in_process(settings) as http:
+        response = await http.get(f"/i/{invoice.public_token}", headers=HTML)
+    assert response.status_code == 200
+    assert_private_page_headers(response)
+    page = html(response)
+    for shown in (
+        "Wanjiku Designs",
+        invoice.number,
+        "Jane Wanjiru",
+        "Logo design",
+        "KSh 1,500",
+        "KSh 206.89",
+        "Unpaid",
+        'name="viewport"',
+        'content="noindex, nofollow"',
+        f"/i/{invoice.public_token}.pdf",
+    ):
+        assert shown in page, shown
+    assert "2547•••••678" in page
+    assert CUSTOMER not in page and "0712345678" not in page
+    # No inline script: the page's code comes from a file the policy allows.
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/pay.js" defer>']
+    assert "style=" not in page
+
+
+async def test_markup_a_merchant_or_customer_typed_is_shown_as_text(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(
+        sessions,
+        business_name=f"Shop {SCRIPT}",
+        customer_name='Jane "><img src=x onerror=alert(1)>',
+        description=f"Cake {SCRIPT}",
+    )
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "Cake &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "Shop &lt;script&gt;" in page
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+async def test_an_unknown_link_is_a_404_page(settings: Settings) -> None:
+    async with in_process(settings) as http:
+        unknown = await http.get("/i/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", headers=HTML)
+        malformed = await http.get("/i/<script>", headers=HTML)
+        poll = await http.get("/i/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/status")
+    for response in (unknown, malformed):
+        assert response.status_code == 404
+        assert_private_page_headers(response)
+        page = html(response)
+        assert "This invoice link doesn" in page
+        assert re.search(r'data-testid="error-id">e[0-9a-f]{12}<', page)
+        assert "Traceback" not in page
+    # The poller asks for JSON and gets the DESIGN §3 shape.
+    assert poll.status_code == 404
+    assert poll.json()["error"]["code"] == "invoice_link_not_found"
+
+
+async def test_other_unknown_addresses_get_a_page_or_json_by_what_was_asked(
+    settings: Settings,
+) -> None:
+    async with in_process(settings) as http:
+        as_page = await http.get("/no/such/page", headers=HTML)
+        as_json = await http.get("/no/such/page")
+        api = await http.get("/api/v1/nothing", headers=HTML)
+    assert as_page.status_code == 404 and "There is no page at this address" in html(as_page)
+    assert as_json.json()["error"]["code"] == "not_found"
+    assert api.json()["error"]["code"] == "not_found"
+
+
+async def test_an_unhandled_error_on_a_page_shows_only_an_error_id(settings: Settings) -> None:
+    from invoiceiq.main import create_app
+    from support.apps import client_for
+
+    app = create_app(settings, run_worker=False)
+
+    @app.get("/i/{token}/boom")
+    async def boom(token: str) -> None:
+        raise RuntimeError(f"secret detail {token} 254712345678")
+
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        response = await http.get("/i/abc/boom", headers=HTML)
+    assert response.status_code == 500
+    page = html(response)
+    assert "Something went wrong on our side." in page
+    assert re.search(r'data-testid="error-id">e[0-9a-f]{12}<', page)
+    for leak in ("secret detail", "RuntimeError", "Traceback", "254712345678"):
+        assert leak not in page
+
+
+async def test_the_status_poll_reports_the_latest_attempt_in_plain_words(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions)
+    token = invoice.public_token
+    async with in_process(settings) as http:
+        none_yet = (await http.get(f"/i/{token}/status")).json()
+        await add_payment(
+            sessions,
+            invoice,
+            status=PaymentStatus.FAILED,
+            result_code="1032",
+            result_desc="Request cancelled by user",
+            checkout_request_id="ws_CO_1",
+        )
+        failed = await http.get(f"/i/{token}/status")
+    assert none_yet == {"status": "SENT", "paid_at": None, "receipt_number": None, "payment": None}
+    assert failed.headers["cache-control"] == "no-store"
+    body = failed.json()
+    assert body["status"] == "SENT"
+    assert body["payment"]["status"] == "FAILED"
+    assert body["payment"]["message"] == (
+        "The payment did not go through: you cancelled the M-PESA prompt."
+    )
+    assert body["payment"]["phone"] == "2547•••••678"
+    assert CUSTOMER not in failed.text and "Request cancelled by user" not in failed.text
+
+
+async def test_a_paid_invoice_shows_paid_with_its_receipt(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=utcnow())
+    await add_payment(
+        sessions,
+        invoice,
+        status=PaymentStatus.SUCCESS,
+        receipt_number="TK4AB12CD3",
+        completed_at=utcnow(),
+    )
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+        status = (await http.get(f"/i/{invoice.public_token}/status")).json()
+    assert "TK4AB12CD3" in page and 'data-testid="pay-form"' not in page
+    assert re.search(r'data-testid="paid"\s*>', page)  # shown, not hidden
+    assert "Download the receipt (PDF)" in page
+    assert status["status"] == "PAID" and status["receipt_number"] == "TK4AB12CD3"
+
+
+async def test_a_cancelled_invoice_has_no_pay_form(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions, status=InvoiceStatus.CANCELLED)
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+    assert "cancelled this invoice" in page and 'data-testid="pay-form"' not in page
+
+
+async def test_an_open_attempt_makes_the_page_wait_for_it(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions)
+    await add_payment(sessions, invoice, phone="254722000111")
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+    assert 'data-state="waiting"' in page
+    assert "Waiting for the M-PESA PIN on 2547•••••111." in page
+    assert "254722000111" not in page
+
+
+@pytest.mark.parametrize("path", ["", ".pdf", "/status"])
+async def test_reading_never_starts_a_payment(
+    settings: Settings, sessions: SessionFactory, path: str
+) -> None:
+    invoice = await make_invoice(sessions)
+    async with in_process(settings) as http:
+        assert (await http.get(f"/i/{invoice.public_token}{path}")).status_code == 200
+        assert (await http.get(f"/i/{invoice.public_token}/pay")).status_code == 405
+    async with sessions() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 0
