@@ -19,7 +19,14 @@ import httpx
 import pytest
 
 from faults.invariants import Evidence, check, collect, settle
-from faults.people import Patience, SimulatorControl, auto_answers, make_flows, run_flows
+from faults.people import (
+    Flow,
+    Patience,
+    SimulatorControl,
+    auto_answers,
+    make_flows,
+    run_flows,
+)
 from faults.stack import ProcessStack
 from support.app_server import running_app
 
@@ -56,7 +63,7 @@ RULE_LIMIT_WINDOW_S = 2
 PATIENCE = Patience(cooldown=TIMINGS["pay_cooldown"], idle=15, poll=0.5)
 
 
-def fault_config(flows: list[Any], timings: dict[str, Any]) -> dict[str, Any]:
+def fault_config(flows: list[Flow], timings: dict[str, Any]) -> dict[str, Any]:
     """`PUT /simulator/config`: about 30 % of WhatsApp sends fail (the four rolls compound);
     a held answer is held past the clients' timeout, so it is a real timeout."""
     return {
@@ -100,7 +107,7 @@ async def test_every_flow_ends_paid_once_under_faults(
     async with running_app(database_url, **TIMINGS) as app:
         sim = SimulatorControl(app.http)
         await sim.configure(fault_config(flows, TIMINGS))
-        await run_flows(sim, flows, PATIENCE, concurrency=50, stagger=0.1, timeout=240)
+        await run_flows(sim, flows, PATIENCE, concurrency=50, stagger=0.1, timeout=180 + FLOWS)
         times.append(time.monotonic())
         await settle(database_url, timeout=120)
         times.append(time.monotonic())
@@ -123,14 +130,19 @@ async def test_every_flow_ends_paid_once_with_processes_killed(
 ) -> None:
     flows = make_flows(FLOWS)
     times = [time.monotonic()]
-    await stack.start()
+    try:
+        await stack.start()
+    except TimeoutError:
+        raise AssertionError(f"the processes did not start:\n{stack.tails()}") from None
     async with httpx.AsyncClient(base_url=stack.sim_origin, timeout=30) as http:
         sim = SimulatorControl(http)
         await sim.configure(fault_config(flows, KILL_TIMINGS))
         stop = asyncio.Event()
         chaos = asyncio.create_task(stack.chaos(stop, seed=SEED, every=KILL_EVERY))
         try:
-            await run_flows(sim, flows, PATIENCE, concurrency=50, stagger=0.1, timeout=1500)
+            await run_flows(
+                sim, flows, PATIENCE, concurrency=50, stagger=0.1, timeout=300 + 4 * FLOWS
+            )
         except AssertionError as error:
             raise AssertionError(f"{error}\n{stack.tails()}") from None
         finally:
