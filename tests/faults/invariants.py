@@ -5,8 +5,11 @@
   distinct attempt of its invoice (a prompt whose push answer never reached the app counts
   against an attempt that went out without a stored CheckoutRequestID);
 - money taken by an accepted prompt is a recorded success, except when neither the push's
-  answer nor its callback ever reached the app: nothing can then tell the app, so that case is
-  reported as money at risk (with its story) rather than failed;
+  answer nor its callback ever reached the app: nothing can then tell the app. Its attempt is
+  given up FAILED and flagged for review (the customer asked not to pay again if M-PESA
+  confirmed it); that case is reported as flagged for review, or as money at risk if the
+  attempt was not flagged, with its story, rather than failed;
+- no attempt is flagged for review, except those blind attempts, which are counted;
 - each receipt (customer's and merchant's) is created once: one message, one outbox row, and
   it reached the phone;
 - the only extra deliveries are copies whose answer never reached the app: a simulated timeout
@@ -33,6 +36,7 @@ from invoiceiq.db.models import Invoice, MessageLog, OutboxMessage, Payment
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.notifications.models import Direction
 from invoiceiq.outbox.states import OutboxStatus
+from invoiceiq.payments.messages import OUTCOME_UNKNOWN_REASON
 from invoiceiq.payments.states import PaymentStatus
 
 SEND_TOPIC = "whatsapp.send"
@@ -201,12 +205,21 @@ def _check_attempts(evidence: Evidence, invoices: dict[str, Invoice], report: Re
             report.fail(
                 f"{invoice.number}: {successes[invoice.id]} successful attempts", invoice.number
             )
+    blind_flagged = []
     for payment in evidence.payments:
         where = number_of.get(payment.invoice_id, "no invoice")  # type: ignore[arg-type]
         if payment.status is PaymentStatus.INITIATED:
             report.fail(f"{where}: attempt {payment.id} left INITIATED", where)
-        if payment.needs_review:
+        if payment.review_reason == OUTCOME_UNKNOWN_REASON:
+            blind_flagged.append(payment)  # a push nobody heard back from: expected, counted
+        elif payment.needs_review:
             report.fail(f"{where}: attempt flagged for review: {payment.review_reason}", where)
+    if blind_flagged:
+        later_paid = sum(p.status is PaymentStatus.SUCCESS for p in blind_flagged)
+        report.lines.append(
+            f"flagged for review, push outcome unknown: {len(blind_flagged)} attempt(s) given "
+            f"up with no answer and no callback from M-PESA ({later_paid} paid later after all)"
+        )
     codes = Counter(p.result_code for p in evidence.payments if p.status is PaymentStatus.FAILED)
     confirmed = Counter(p.confirmed_by for p in evidence.payments if p.confirmed_by)
     report.lines.append(
@@ -231,7 +244,7 @@ def _check_pushes(evidence: Evidence, invoices: dict[str, Invoice], report: Repo
             report.fail(
                 f"{number}: money taken by {checkout}, attempt {payment.status.value}", number
             )
-    at_risk = 0
+    at_risk = flagged = 0
     for number, prompts in unmatched.items():
         # A push whose answer was lost (a timeout, a kill mid-push) still belongs to one
         # attempt: one that went out without a stored CheckoutRequestID.
@@ -242,12 +255,23 @@ def _check_pushes(evidence: Evidence, invoices: dict[str, Invoice], report: Repo
         if paid and not blind:
             report.fail(f"{number}: money taken by a prompt no attempt knows", number)
         elif paid:
-            at_risk += len(paid)
+            if any(p.review_reason == OUTCOME_UNKNOWN_REASON for p in blind):
+                flagged += len(paid)
+            else:
+                at_risk += len(paid)
             report.suspects.append(number)
     report.lines.append(
         f"STK prompts: {len(evidence.prompts)} for {len(by_checkout)} attempts with an id; "
         f"prompts whose id no attempt stored: {sum(map(len, unmatched.values()))}"
     )
+    if flagged:
+        report.lines.append(
+            f"FLAGGED FOR REVIEW: {flagged} prompt(s) accepted by the customer whose push answer "
+            "was lost (timeout or kill) and whose callback was lost too (serve down or dropped): "
+            "the attempt ended FAILED no_response, flagged for review, the merchant told, and "
+            "the customer asked not to pay again if M-PESA confirmed it; this run's customer "
+            "paid again (see the stories)"
+        )
     if at_risk:
         report.lines.append(
             f"MONEY AT RISK: {at_risk} prompt(s) accepted by the customer whose push answer was "

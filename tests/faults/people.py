@@ -39,6 +39,7 @@ _TEMPLATES = {
     "payment_receipt": "receipt",
     "merchant_payment_received": "merchant_receipt",
     "payment_failed": "failed",
+    "payment_unconfirmed": "unconfirmed",
     "invoice_new": "invoice",
     "invoice_reminder": "invoice",
 }
@@ -123,6 +124,8 @@ def classify(message: Message) -> str:
         return "merchant_receipt"
     if "did not go through" in body:
         return "failed"
+    if body.startswith("We could not confirm whether"):
+        return "unconfirmed"
     if "sent you an invoice" in body:
         return "invoice"
     if body.startswith("Check your phone"):
@@ -235,6 +238,10 @@ def _react(flow: Flow, message: Message, next_tap: float, patience: Patience) ->
         flow.paid = True
     elif what == "failed":
         flow.failures += 1
+        return now + patience.cooldown
+    elif what == "unconfirmed":
+        # Told the payment may have gone through: a careful customer checks for M-PESA's SMS;
+        # this one pays again, so that every flow ends paid (the run reports the case).
         return now + patience.cooldown
     elif what == "wait":
         flow.waits += 1

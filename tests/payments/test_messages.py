@@ -64,3 +64,14 @@ def test_failures_are_told_in_plain_words(code: str | None, words: str) -> None:
     assert notice.template is not None
     rendered = load_templates()["payment_failed"].render(notice.template.params)
     assert words in rendered
+
+
+def test_an_unconfirmed_payment_asks_not_to_pay_twice_in_both_forms() -> None:
+    notice = messages.unconfirmed_for_customer(an_invoice(), business_name="Wanjiku Designs")
+
+    assert notice.template is not None and notice.template.button_payloads == ("pay:INV7K3QX9A",)
+    rendered = load_templates()["payment_unconfirmed"].render(notice.template.params)
+    for form in (notice.text, rendered):
+        for part in ("could not confirm", "confirmation SMS", "do not pay again", "INV7K3QX9A"):
+            assert part in form, (part, form)
+        assert "KSh 1,500" in form and "did not go through" not in form

@@ -11,9 +11,15 @@ import pytest
 
 from invoiceiq.whatsapp.templates import TemplateError, load_templates
 
-CUSTOMER = {"invoice_new", "invoice_reminder", "payment_receipt", "payment_failed"}
+CUSTOMER = {
+    "invoice_new",
+    "invoice_reminder",
+    "payment_receipt",
+    "payment_failed",
+    "payment_unconfirmed",
+}
 MERCHANT = {"merchant_payment_received", "merchant_delivery_failed", "merchant_payment_review"}
-WITH_PAY_BUTTON = {"invoice_new", "invoice_reminder", "payment_failed"}
+WITH_PAY_BUTTON = {"invoice_new", "invoice_reminder", "payment_failed", "payment_unconfirmed"}
 
 
 def test_the_repo_defines_every_template_the_flows_need() -> None:

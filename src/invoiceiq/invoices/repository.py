@@ -46,6 +46,38 @@ async def get(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice | None:
     return await session.get(Invoice, invoice_id)
 
 
+async def lock_for_status_change(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice | None:
+    """The invoice read afresh, its row locked FOR UPDATE until the transaction ends.
+
+    `cancel` takes it before it looks for an open payment attempt; a Pay tap holds the row
+    with `hold_while_paying` before it checks the invoice is payable. So the two run one after
+    the other and the second sees what the first did: never a cancelled invoice with a push on
+    its way. SQLite runs one write transaction at a time (BEGIN IMMEDIATE, db/engine.py) and
+    ignores FOR UPDATE.
+    """
+    return await session.scalar(_fresh(invoice_id).with_for_update())
+
+
+async def hold_while_paying(session: AsyncSession, invoice_id: uuid.UUID) -> Invoice | None:
+    """The invoice read afresh, its row held FOR KEY SHARE until the transaction ends.
+
+    Enough to wait for (and then see) a cancel that holds it FOR UPDATE, or to make the cancel
+    wait; unlike FOR UPDATE it does not conflict with the plain UPDATE that marks the invoice
+    PAID, which the reconciler runs while it holds the payment's row, so a tap that goes on to
+    lock that payment (the "check your phone" nudge) cannot deadlock with it. Inserting the
+    payment takes the same lock anyway, for its foreign key.
+    https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-ROWS
+    """
+    return await session.scalar(_fresh(invoice_id).with_for_update(read=True, key_share=True))
+
+
+def _fresh(invoice_id: uuid.UUID) -> sa.Select[Invoice]:
+    # populate_existing: an Invoice already loaded in the session gets the locked row's values.
+    return (
+        sa.select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)
+    )
+
+
 async def unpaid_for_merchant(
     session: AsyncSession, merchant_id: uuid.UUID, *, limit: int
 ) -> list[Invoice]:

@@ -100,7 +100,12 @@ async def find_by_token(session: AsyncSession, token: str) -> Invoice | None:
 
 
 async def cancel(session: AsyncSession, merchant: Merchant, number: str) -> Invoice:
-    invoice = await get_for_merchant(session, merchant, number)
+    """Refused while a payment attempt is open. The row is locked before that check, so a
+    Pay tap at the same moment (which holds it too) either starts first and is seen here, or
+    waits and then finds the invoice cancelled."""
+    found = await get_for_merchant(session, merchant, number)
+    invoice = await repository.lock_for_status_change(session, found.id)
+    assert invoice is not None  # invoices are never deleted
     if invoice.status is InvoiceStatus.PAID:
         raise InvoiceNotCancellable(f"Invoice {number} is already paid, so it can't be cancelled.")
     if invoice.status is InvoiceStatus.CANCELLED:

@@ -143,7 +143,7 @@ class PaymentJobs:
             if await self._apply_answer(session, fresh, result, confirmed_by="query"):
                 return
             if overdue:
-                await service.fail(session, self._settings, fresh, code=repository.NO_RESPONSE)
+                await service.give_up(session, self._settings, fresh)
             else:
                 await service.schedule_reconcile(
                     session, fresh, round_=round_ + 1, delay=query_backoff(round_)
@@ -294,6 +294,6 @@ async def _open_attempt_of(session: AsyncSession, raw_number: str) -> Payment:
             f"Payment {payment.id} of invoice {number} has no CheckoutRequestID (the answer to "
             "its push was lost), so M-PESA cannot be asked about it. A success callback is "
             "still matched to it by phone and amount; otherwise the reconciler fails it "
-            "RECONCILE_GIVE_UP seconds after the push."
+            "RECONCILE_GIVE_UP seconds after the push and flags it for review."
         )
     return payment

@@ -49,6 +49,18 @@ FAILURE_REASONS: dict[str, tuple[str, str]] = {
         "we could not reach M-PESA just now",
     ),
 }
+# Why an attempt given up without ever hearing from M-PESA is flagged: its push may have raised
+# the prompt (the push's answer was lost, so there is no CheckoutRequestID to query) and its
+# callback never came, so the customer may have paid.
+OUTCOME_UNKNOWN_REASON = (
+    "push outcome unknown: M-PESA sent no answer and no callback, so the customer may have "
+    "paid; check the M-PESA statement"
+)
+UNCONFIRMED_ON_PAGE = (
+    "We could not confirm whether this payment went through. If you received an M-PESA "
+    "confirmation SMS for it, do not pay again: the business will confirm your payment. "
+    "If you did not, you can pay again."
+)
 GENERIC_REASON = ("M-PESA could not complete the payment", "M-PESA could not complete the payment")
 
 
@@ -141,6 +153,28 @@ def failure_for_customer(invoice: Invoice, *, business_name: str, code: str | No
         buttons=((pay, "Pay with M-PESA"),),
         template=TemplateCall(
             "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
+        ),
+    )
+
+
+def unconfirmed_for_customer(invoice: Invoice, *, business_name: str) -> Outbound:
+    """The attempt was given up, but M-PESA may have taken the money: not "did not go
+    through", and no plain invitation to pay again."""
+    amount = format_kes(invoice.amount_cents)
+    text = (
+        f"We could not confirm whether your M-PESA payment for invoice {invoice.number} "
+        f"({amount}) to {business_name} went through: M-PESA did not tell us.\n"
+        f"If you received an M-PESA confirmation SMS for it, please do not pay again: "
+        f"{business_name} will confirm your payment. If you did not, tap Pay with M-PESA to "
+        "try again."
+    )
+    pay = f"pay:{invoice.number}"
+    return Outbound(
+        kind="payment_unconfirmed",
+        text=text,
+        buttons=((pay, "Pay with M-PESA"),),
+        template=TemplateCall(
+            "payment_unconfirmed", (invoice.number, amount, business_name), (pay,)
         ),
     )
 

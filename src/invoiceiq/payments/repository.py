@@ -156,22 +156,28 @@ async def set_values(session: AsyncSession, payment_id: uuid.UUID, **values: Any
 async def orphan_candidates(
     session: AsyncSession, *, phone: str, amount_cents: int, since: datetime
 ) -> list[Payment]:
-    """Attempts whose push went out without a stored CheckoutRequestID (an ambiguous push):
-    still open, or failed only because no answer came. An attempt Daraja refused (failed with
-    another code) raised no prompt, so no money can belong to it."""
+    """Attempts whose push went out without a stored CheckoutRequestID (an ambiguous push),
+    pushed since `since`: still open, or failed only because no answer came. One given up
+    since `since` counts too: it is given up only once its push is older than the window, and
+    its money, if M-PESA took any, is what a success coming after that most likely is. An
+    attempt Daraja refused (failed with another code) raised no prompt, so no money can
+    belong to it."""
     return list(
         await session.scalars(
             sa.select(Payment).where(
                 Payment.phone == phone,
                 Payment.amount_cents == amount_cents,
                 Payment.checkout_request_id.is_(None),
-                Payment.push_sent_at >= since,
+                Payment.push_sent_at.is_not(None),
                 Payment.invoice_id.is_not(None),
                 sa.or_(
-                    Payment.status == PaymentStatus.INITIATED,
+                    sa.and_(
+                        Payment.status == PaymentStatus.INITIATED, Payment.push_sent_at >= since
+                    ),
                     sa.and_(
                         Payment.status == PaymentStatus.FAILED,
                         Payment.result_code == NO_RESPONSE,
+                        sa.or_(Payment.push_sent_at >= since, Payment.completed_at >= since),
                     ),
                 ),
             )

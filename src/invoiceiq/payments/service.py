@@ -40,6 +40,8 @@ ORPHAN_TOPIC = "mpesa.orphan_callback"
 CHECK_PHONE_EVERY = timedelta(minutes=1)
 # Longer than the HTTP client waits for Daraja's answer to a push (kit/http.py, read 15 s).
 PUSH_ANSWER_WAIT = timedelta(seconds=30)
+# What the invoice page says of an attempt given up whose outcome is unknown (`outcome_unknown`).
+UNCONFIRMED_FOR_PAYER = messages.UNCONFIRMED_ON_PAGE
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,13 @@ async def start_payment(
 ) -> StartResult:
     """The checks of DESIGN §5 after "is this the customer", in order; then the attempt and
     its push job in the caller's transaction. No reply yet: the push handler says "check your
-    phone" once Daraja accepts."""
+    phone" once Daraja accepts.
+
+    The invoice row is held first and read afresh (`invoice` gets its current values), so a
+    `cancel` at the same moment is either seen here or sees this attempt (invoices/service)."""
+    held = await invoice_repository.hold_while_paying(session, invoice.id)
+    assert held is not None  # invoices are never deleted
+    invoice = held
     if invoice.status is InvoiceStatus.PAID:
         paid = await repository.latest_success(session, invoice.id)
         return StartResult("paid", paid, receipt=paid.receipt_number if paid else None)
@@ -207,20 +215,7 @@ async def fail(
     tell_merchant: bool = True,
 ) -> bool:
     """INITIATED → FAILED, both sides told why in plain words; False if it was settled already."""
-    try:
-        await PAYMENT_TRANSITIONS.apply(
-            session,
-            Payment,
-            payment.id,
-            PaymentStatus.FAILED,
-            source=PaymentStatus.INITIATED,
-            values={
-                "result_code": code[:32],
-                "result_desc": description[:255] if description else None,
-                "completed_at": utcnow(),
-            },
-        )
-    except TransitionRefused:
+    if not await _to_failed(session, payment, code=code, description=description):
         return False
     invoice = await _invoice(session, payment)
     if invoice is None:
@@ -236,6 +231,62 @@ async def fail(
         await review.tell_merchant(
             session, invoice, messages.failure_for_merchant(invoice, code=code)
         )
+    return True
+
+
+async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -> bool:
+    """RECONCILE_GIVE_UP has passed and M-PESA never said how the attempt ended: FAILED (no
+    response), so the invoice stays payable; False if it was settled already.
+
+    A push that went out but whose answer was lost has no CheckoutRequestID, so M-PESA could
+    not be asked; with its callback lost too, the customer may have paid. That attempt is
+    flagged for review (the flag tells the merchant), and the customer is told we could not
+    confirm it rather than that it failed. A late success still wins (settlement, orphans)."""
+    blind = payment.checkout_request_id is None and payment.push_sent_at is not None
+    if not blind:
+        return await fail(session, settings, payment, code=repository.NO_RESPONSE)
+    if not await _to_failed(session, payment, code=repository.NO_RESPONSE):
+        return False
+    await review.flag(session, payment, messages.OUTCOME_UNKNOWN_REASON)
+    invoice = await _invoice(session, payment)
+    if invoice is not None:
+        business = await _business_name(session, invoice)
+        await notifications.send(
+            session,
+            to=payment.phone,
+            message=messages.unconfirmed_for_customer(invoice, business_name=business),
+            invoice_id=invoice.id,
+        )
+    return True
+
+
+def outcome_unknown(payment: Payment) -> bool:
+    """Given up without M-PESA ever saying how it ended, though the customer may have paid."""
+    return (
+        payment.status is PaymentStatus.FAILED
+        and payment.result_code == repository.NO_RESPONSE
+        and messages.OUTCOME_UNKNOWN_REASON in (payment.review_reason or "")
+    )
+
+
+async def _to_failed(
+    session: AsyncSession, payment: Payment, *, code: str, description: str | None = None
+) -> bool:
+    try:
+        await PAYMENT_TRANSITIONS.apply(
+            session,
+            Payment,
+            payment.id,
+            PaymentStatus.FAILED,
+            source=PaymentStatus.INITIATED,
+            values={
+                "result_code": code[:32],
+                "result_desc": description[:255] if description else None,
+                "completed_at": utcnow(),
+            },
+        )
+    except TransitionRefused:
+        return False
     return True
 
 

@@ -133,7 +133,8 @@ async def match_orphan_success(
     session: AsyncSession, settings: Settings, callback: StkCallback
 ) -> Payment | None:
     """A success whose CheckoutRequestID we never stored (the push's answer was lost): the one
-    attempt with the same phone and amount pushed within RECONCILE_GIVE_UP, if exactly one."""
+    attempt with the same phone and amount pushed (or given up on) within RECONCILE_GIVE_UP,
+    if exactly one."""
     if callback.phone is None or callback.amount is None:
         return None
     since = utcnow() - timedelta(seconds=settings.reconcile_give_up)

@@ -204,6 +204,8 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
     }
     if payment.status is PaymentStatus.INITIATED:
         state["message"] = f"Waiting for the M-PESA PIN on {state['phone']}."
+    elif payment_service.outcome_unknown(payment):
+        state["message"] = payment_service.UNCONFIRMED_FOR_PAYER
     elif payment.status is PaymentStatus.FAILED:
         reason = payment_service.failure_reason_for_payer(payment.result_code)
         state["message"] = f"The payment did not go through: {reason}."
