@@ -192,6 +192,7 @@ def test_serve_answers_health_checks_and_stops_on_sigterm(
         assert ready.status_code == 200, ready.text
         assert ready.json()["ready"] is True
         assert ready.headers["x-request-id"]
+        assert httpx.get(f"{base}/i/no-such-invoice", timeout=10).status_code == 404
     finally:
         code = _stop(process) if process.poll() is None else process.returncode
     output = server_log.read_text()
@@ -199,8 +200,11 @@ def test_serve_answers_health_checks_and_stops_on_sigterm(
     assert code in (0, -signal.SIGTERM), output
     assert "Traceback" not in output
     assert "Application shutdown complete" in output
-    # Logs are JSON lines; the health checks were logged with their route templates.
-    assert '"route": "/readyz"' in output
+    # Logs are JSON lines; errors are logged with their route templates (fast successes are
+    # only counted in /metrics).
+    assert '"route": "/i/{token}"' in output
+    assert "no-such-invoice" not in output
+    assert '"route": "/readyz"' not in output
 
 
 def test_worker_stops_on_sigterm(tmp_path: Path, server_log: Path) -> None:

@@ -17,7 +17,7 @@ from invoiceiq.payments import service as payment_service
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.providers import Providers
 from invoiceiq.whatsapp import callbacks
-from invoiceiq.worker import Handler, RetryLater
+from invoiceiq.worker import Handler, Recorded, RetryLater, finish
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ def outbox_handlers(
 ) -> dict[str, Handler]:
     give_up_after = max(1, settings.outbox_max_attempts - 1)
 
-    async def stored_event(row: ClaimedRow) -> None:
+    async def stored_event(row: ClaimedRow) -> Recorded | None:
         async with unit_of_work(sessions) as session:
             handled = await callbacks.handle_event(session, settings, row.topic, row.payload)
-        if handled:
-            return
+            if handled:
+                return await finish(session, row)
         if row.attempts >= give_up_after:
             # A status of a copy whose send's answer never came back (a timeout after sending,
             # then a retry that went out again): no message will ever carry its id. It stays
@@ -45,7 +45,7 @@ def outbox_handlers(
             # One attempt is kept in hand: a worker killed during this one must not make the
             # row dead (a row abandoned on its last attempt is buried as a poison row).
             log.info("whatsapp status for a message we never recorded; dropped")
-            return
+            return None
         delay = min(STATUS_RETRY_DELAY * row.attempts, STATUS_RETRY_DELAY_MAX)
         raise RetryLater("event not applicable yet", delay=delay)
 

@@ -14,6 +14,7 @@ from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.error_handlers import install_error_handlers
 from invoiceiq.handlers import outbox_handlers
+from invoiceiq.inbox.writer import InboxWriter
 from invoiceiq.mpesa.callbacks import router as mpesa_router
 from invoiceiq.ops.middleware import RequestContextMiddleware
 from invoiceiq.ops.router import router as ops_router
@@ -62,6 +63,9 @@ def create_app(
         providers = make_providers(settings, local_origin=local_origin, sessions=sessions)
         app.state.engine, app.state.sessions = engine, sessions
         app.state.providers = providers
+        inbox_writer = InboxWriter(sessions)
+        inbox_writer.start()
+        app.state.inbox_writer = inbox_writer
         if simulator is not None:
             register_app_webhook(
                 simulator,
@@ -79,6 +83,7 @@ def create_app(
             yield
         finally:
             try:
+                await inbox_writer.stop()
                 if worker_task is not None:
                     await worker_box[0].stop()
                     await worker_task
@@ -100,8 +105,8 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
+    app.include_router(whatsapp_router)  # first: the webhook is the busiest route
     app.include_router(ops_router)
-    app.include_router(whatsapp_router)
     app.include_router(mpesa_router)
     install_api(app)
     install_web(app)

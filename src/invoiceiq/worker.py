@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.uow import unit_of_work
@@ -25,10 +28,31 @@ from invoiceiq.outbox.repository import ClaimedRow
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[ClaimedRow], Awaitable[None]]
+
+class Recorded(enum.Enum):
+    """What a handler returns when it recorded its row's outcome itself (`finish`)."""
+
+    DONE = "done"
+    LEASE_LOST = "lease_lost"
+
+
+# A handler returns None (the worker marks the row done in a transaction of its own) or what
+# `finish` returned (the handler marked it done in its own last transaction: one commit fewer).
+Handler = Callable[[ClaimedRow], Awaitable[Recorded | None]]
 MAX_ERROR_CHARS = 2000
 # 2**63 times any base is past any sensible backoff_max; a larger exponent overflows a float.
 _MAX_BACKOFF_EXPONENT = 63
+
+
+async def finish(session: AsyncSession, row: ClaimedRow) -> Recorded:
+    """Mark `row` done in the handler's transaction, alongside the effects it records.
+
+    Lease lost (another worker holds the row now): the effects still commit, as they would had
+    the worker recorded the outcome after them; handlers are safe to run twice.
+    """
+    if await repository.mark_done(session, row, now=utcnow()):
+        return Recorded.DONE
+    return Recorded.LEASE_LOST
 
 
 class RetryLater(Exception):
@@ -158,7 +182,7 @@ class Worker:
             return
         try:
             async with self._leased(row):
-                await handler(row)
+                recorded = await handler(row)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(row))
             raise
@@ -170,7 +194,10 @@ class Worker:
             log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
             await self._retry_or_bury(row, error, delay=None)
         else:
-            await self._record(row, "done")
+            if recorded is None:
+                await self._record(row, "done")
+            else:
+                self._count(row, recorded.value)
 
     async def _retry_or_bury(
         self, row: ClaimedRow, error: Exception, *, delay: float | None
@@ -200,11 +227,13 @@ class Worker:
             else:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)
-        if not kept:
+        self._count(row, outcome if kept else "lease_lost")
+
+    def _count(self, row: ClaimedRow, outcome: str) -> None:
+        if outcome == "lease_lost":
             # Our lease expired and another worker holds the row now: its outcome counts, and
             # counting ours too would report one row twice.
             log.warning("outbox outcome dropped: lease lost", extra={"row": str(row.id)})
-            outcome = "lease_lost"
         metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome=outcome).inc()
 
     async def _release(self, row: ClaimedRow) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
 from conftest import make_settings
 from invoiceiq.main import create_app
@@ -25,6 +26,7 @@ from invoiceiq.ops.logging import (
     configure_logging,
     request_id_var,
 )
+from invoiceiq.ops.middleware import SLOW_REQUEST_S
 
 # One Kenyan mobile written the three ways people write it, and what each becomes.
 PHONES = {
@@ -322,11 +324,11 @@ async def test_a_mounted_app_is_labelled_by_its_template(
 
     @inner.get("/things/{token}")
     async def thing(token: str) -> dict[str, str]:
-        return {"token": token}
+        raise HTTPException(status_code=409, detail="not this one")
 
     app.mount("/sub", inner)
     async with serving(app) as client:
-        assert (await client.get("/sub/things/s3cr3t-token")).status_code == 200
+        assert (await client.get("/sub/things/s3cr3t-token")).status_code == 409
         assert (await client.get("/sub/elsewhere/s3cr3t-token")).status_code == 404
     text = root_output.getvalue()
     assert "s3cr3t-token" not in text
@@ -336,3 +338,29 @@ async def test_a_mounted_app_is_labelled_by_its_template(
         if json.loads(line)["message"] == "request"
     ]
     assert routes == ["/sub/things/{token}", "/sub/*"]
+
+
+async def test_fast_successes_are_counted_not_logged_but_errors_and_slow_ones_are(
+    root_output: io.StringIO, tmp_path: Path
+) -> None:
+    app = create_app(
+        make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"), run_worker=False
+    )
+
+    @app.get("/test/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(SLOW_REQUEST_S + 0.05)
+        return {"status": "ok"}
+
+    async with serving(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/test/slow")).status_code == 200
+        assert (await client.get("/nope")).status_code == 404
+        metrics_text = (await client.get("/metrics")).text
+    logged = [
+        (entry["route"], entry["status"])
+        for entry in map(json.loads, root_output.getvalue().splitlines())
+        if entry["message"] == "request"
+    ]
+    assert logged == [("/test/slow", 200), ("unmatched", 404)]
+    assert 'route="/healthz",status="200"' in metrics_text

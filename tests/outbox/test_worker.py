@@ -23,7 +23,15 @@ from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.outbox.service import enqueue
 from invoiceiq.outbox.states import OutboxStatus
-from invoiceiq.worker import GiveUp, Handler, RetryLater, Worker, WorkerOptions
+from invoiceiq.worker import (
+    GiveUp,
+    Handler,
+    Recorded,
+    RetryLater,
+    Worker,
+    WorkerOptions,
+    finish,
+)
 
 TOPIC = "test.topic"
 EVENTUALLY = 5.0  # seconds: generous, only ever reached when something is wrong
@@ -579,3 +587,71 @@ async def test_commit_that_enqueues_wakes_the_worker_at_once(engine: AsyncEngine
         await asyncio.sleep(0.3)  # the first (empty) claim is over: the worker now sleeps 30 s
         await add(sessions)
         await asyncio.wait_for(handled.wait(), EVENTUALLY)
+
+
+# A handler that records its own outcome (`finish`) in its last transaction
+
+
+async def test_finish_marks_done_with_the_handlers_effects_in_one_commit(
+    sessions: SessionFactory, engine: AsyncEngine
+) -> None:
+    row_id = await add(sessions)
+    effect_key = uuid.uuid4().hex
+    commits: list[int] = []
+
+    async def handle(row: ClaimedRow) -> Recorded | None:
+        async with unit_of_work(sessions) as session:
+            later = utcnow() + timedelta(hours=1)  # not due: the drain below ignores it
+            await enqueue(session, "test.effect", {"of": str(row.id)}, effect_key, not_before=later)
+            return await finish(session, row)
+
+    def count(_connection: Any) -> None:
+        commits.append(1)
+
+    sa.event.listen(engine.sync_engine, "commit", count)
+    try:
+        await Worker(sessions, {TOPIC: handle}, options()).run_until_idle()
+    finally:
+        sa.event.remove(engine.sync_engine, "commit", count)
+
+    row = await fetch(sessions, row_id)
+    assert row.status is OutboxStatus.DONE
+    assert (row.claim_token, row.locked_until) == (None, None)
+    async with sessions() as session:
+        effect = await session.scalar(
+            sa.select(OutboxMessage).where(OutboxMessage.dedupe_key == effect_key)
+        )
+    assert effect is not None and effect.status is OutboxStatus.PENDING
+    # The claim, then the handler's one transaction; no separate "done" commit (the final
+    # claim that finds nothing commits too).
+    assert len(commits) == 3
+
+
+async def test_finish_after_the_lease_was_taken_over_keeps_the_effects_not_the_outcome(
+    sessions: SessionFactory,
+) -> None:
+    row_id = await add(sessions)
+    effect_key = uuid.uuid4().hex
+    outcomes: list[Recorded] = []
+    takeovers: list[ClaimedRow] = []
+
+    async def handle(row: ClaimedRow) -> Recorded | None:
+        later = utcnow() + timedelta(seconds=120)
+        takeovers.append(await _claim_as_another_worker(sessions, now=later, lease=60))
+        async with unit_of_work(sessions) as session:
+            await enqueue(session, "test.effect", {"of": str(row.id)}, effect_key)
+            outcomes.append(await finish(session, row))
+            return outcomes[-1]
+
+    await Worker(sessions, {TOPIC: handle}, options(lease=60)).run_until_idle()
+
+    assert outcomes == [Recorded.LEASE_LOST]
+    row = await fetch(sessions, row_id)
+    assert row.status is OutboxStatus.RUNNING  # the new claimant decides
+    assert row.claim_token == takeovers[0].claim_token
+    async with sessions() as session:
+        assert await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.dedupe_key == effect_key)
+        )

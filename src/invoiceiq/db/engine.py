@@ -19,14 +19,30 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(database_url: str, *, pool_size: int = 15, max_overflow: int = 5) -> AsyncEngine:
+    """No ping before each checkout: it costs a round trip on every transaction. A connection
+    found dead (PostgreSQL restarted) fails that one transaction, which is retried (the worker)
+    or answered with an error (a request; providers re-send), and SQLAlchemy then replaces
+    every connection of the pool opened before the failure. Most connections stay in the pool
+    (`pool_size`), so busy moments do not open and close connections over and over."""
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        database_url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False
     )
+
+
+async def asyncpg_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under `session`, inside its transaction (PostgreSQL only).
+
+    For the few statements on the webhook's hot path: asyncpg runs them as they are, without
+    SQLAlchemy's statement handling, which costs more than the statement itself there.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.db.upsert import insert_if_absent
 from invoiceiq.inbox.models import InboxEvent
 
@@ -54,3 +58,57 @@ async def unprocessed_with_prefix(
             .order_by(InboxEvent.received_at)
         )
     )
+
+
+@dataclass(frozen=True)
+class NewInboxRow:
+    source: str
+    external_id: str
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+# PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
+_INSERT_NEW_PG = """
+    INSERT INTO inbox_event (id, source, external_id, payload, received_at)
+    SELECT gen_random_uuid(), source, external_id, CAST(payload AS jsonb), received_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+        AS incoming(source, external_id, payload, received_at)
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING source, external_id
+"""
+
+
+async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tuple[str, str]]:
+    """Insert the rows whose (source, external id) is not stored yet; the keys inserted.
+
+    `rows` must not repeat a key.
+    """
+    if not rows:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        driver = await asyncpg_connection(session)
+        records = await driver.fetch(
+            _INSERT_NEW_PG,
+            [r.source for r in rows],
+            [r.external_id for r in rows],
+            [json.dumps(r.payload) for r in rows],
+            [r.received_at for r in rows],
+        )
+        return {(record["source"], record["external_id"]) for record in records}
+    table: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
+    result = await session.execute(
+        sqlite.insert(table)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(table.c.source, table.c.external_id),
+        [
+            {
+                "source": r.source,
+                "external_id": r.external_id,
+                "payload": r.payload,
+                "received_at": r.received_at,
+            }
+            for r in rows
+        ],
+    )
+    return {(str(row.source), str(row.external_id)) for row in result}

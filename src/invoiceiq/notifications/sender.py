@@ -24,7 +24,7 @@ from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.whatsapp.client import SentMessage, WhatsAppClient
 from invoiceiq.whatsapp.errors import WhatsAppError
-from invoiceiq.worker import GiveUp, RetryLater
+from invoiceiq.worker import GiveUp, Recorded, RetryLater, finish
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,13 @@ class Sender:
         self._client = client
         self._settings = settings
 
-    async def __call__(self, row: ClaimedRow) -> None:
+    async def __call__(self, row: ClaimedRow) -> Recorded | None:
         log_id = uuid.UUID(row.payload["message_log_id"])
         final = row.attempts >= self._settings.outbox_max_attempts
         try:
             plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
             if plan is None:
-                return  # already sent by an earlier run of this row
+                return None  # already sent by an earlier run of this row
             sent = await self._send(plan)
         except WhatsAppError as error:
             if error.kind != "rejected" and not final:
@@ -63,7 +63,7 @@ class Sender:
             if final:  # a fault of ours, every time: the row goes dead, and that is told too
                 await self._give_up(log_id, code="dead", exhausted=True)
             raise
-        await self._record_sent(log_id, plan, sent)
+        return await self._record_sent(row, log_id, plan, sent)
 
     async def _give_up(self, log_id: uuid.UUID, *, code: str, exhausted: bool) -> None:
         """The message will not go: mark it failed (an invoice's merchant hears of it once)."""
@@ -72,7 +72,9 @@ class Sender:
                 session, self._settings, log_id, code=code, exhausted=exhausted
             )
 
-    async def _record_sent(self, log_id: uuid.UUID, plan: Plan, sent: SentMessage) -> None:
+    async def _record_sent(
+        self, row: ClaimedRow, log_id: uuid.UUID, plan: Plan, sent: SentMessage
+    ) -> Recorded:
         template_name = (
             plan.message.template.name if plan.as_template and plan.message.template else None
         )
@@ -85,6 +87,7 @@ class Sender:
                 at=utcnow(),
             )
             await delivery.on_accepted(session, log_id)
+            return await finish(session, row)
 
     async def _plan(self, log_id: uuid.UUID, *, force_template: bool) -> Plan | None:
         async with unit_of_work(self._sessions) as session:

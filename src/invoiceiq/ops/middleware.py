@@ -21,6 +21,7 @@ from invoiceiq.ops import metrics
 from invoiceiq.ops.logging import request_id_var
 
 log = logging.getLogger("invoiceiq.http")
+SLOW_REQUEST_S = 0.5
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -61,7 +62,11 @@ class RequestContextMiddleware:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
             metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
-            log.info(
+            # Fast successes are counted by the metrics above; a log line each would cost a write
+            # per request on the busiest paths. Errors and slow requests are logged.
+            level = logging.INFO if status >= 400 or elapsed >= SLOW_REQUEST_S else logging.DEBUG
+            log.log(
+                level,
                 "request",
                 extra={
                     "method": method,

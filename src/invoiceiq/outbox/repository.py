@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.db.upsert import insert_if_absent
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.states import OutboxStatus
@@ -47,6 +49,52 @@ async def insert(
         return True
     values["dedupe_key"] = dedupe_key
     return await insert_if_absent(session, _M, values, conflict_on=["dedupe_key"])
+
+
+@dataclass(frozen=True)
+class NewOutboxRow:
+    topic: str
+    payload: dict[str, Any]
+    ordering_key: str | None
+    at: datetime  # due, and created: rows sharing an ordering key run in this order
+
+
+# PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
+_INSERT_MANY_PG = """
+    INSERT INTO outbox_message
+        (id, topic, payload, ordering_key, status, attempts, available_at, created_at, updated_at)
+    SELECT gen_random_uuid(), topic, CAST(payload AS jsonb), ordering_key, $1, 0, at, at, at
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
+        AS queued(topic, payload, ordering_key, at)
+"""
+
+
+async def insert_many(session: AsyncSession, rows: list[NewOutboxRow]) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        driver = await asyncpg_connection(session)
+        await driver.execute(
+            _INSERT_MANY_PG,
+            OutboxStatus.PENDING.value,
+            [r.topic for r in rows],
+            [json.dumps(r.payload) for r in rows],
+            [r.ordering_key for r in rows],
+            [r.at for r in rows],
+        )
+        return
+    await session.execute(
+        sa.insert(_M),
+        [
+            {
+                "topic": r.topic,
+                "payload": r.payload,
+                "ordering_key": r.ordering_key,
+                "available_at": r.at,
+                "created_at": r.at,
+                "updated_at": r.at,
+            }
+            for r in rows
+        ],
+    )
 
 
 async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from invoiceiq.conversations.schemas import IncomingMessage
@@ -37,7 +36,14 @@ def is_storable_id(value: str) -> bool:
 
 
 def incoming_to_json(message: IncomingMessage) -> dict[str, Any]:
-    return asdict(message)
+    # Field by field rather than dataclasses.asdict (a deep copy): this runs for every message.
+    return {
+        "wamid": message.wamid,
+        "phone": message.phone,
+        "kind": message.kind,
+        "text": message.text,
+        "button_id": message.button_id,
+    }
 
 
 def incoming_from_json(data: dict[str, Any]) -> IncomingMessage:

@@ -1,9 +1,9 @@
 """The WhatsApp webhook: Meta's handshake, and inbound messages and statuses from 360dialog.
 
-Each event goes into the inbox first (messages by wamid, statuses by id and status), then is
-handled in the same request: database work only, replies become outbox rows, so the answer
-never waits on a provider. A handler that fails leaves the event stored and queued for retry;
-the webhook still answers 200, because 360dialog would otherwise re-send the whole batch.
+Each event goes into the inbox (messages by wamid, statuses by id and status) with an outbox row
+that hands it to the worker, and the webhook answers 200 once they are committed: the answer
+never waits on a handler or a provider. The worker applies each event (`handle_event`), one
+sender's messages in the order they came; a handler that fails is retried with backoff.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.conversations import service as conversation_service
-from invoiceiq.deps import SessionDep, SettingsDep
+from invoiceiq.deps import SettingsDep
 from invoiceiq.errors import AppError, Forbidden, Unauthorized
 from invoiceiq.inbox import service as inbox
+from invoiceiq.inbox.writer import InboxWriter, NewEvent
 from invoiceiq.notifications import delivery
-from invoiceiq.outbox import service as outbox
 from invoiceiq.whatsapp import adapter
 from invoiceiq.whatsapp.schemas import (
     InboundMessage,
@@ -46,6 +46,37 @@ SOURCE_STATUS = "whatsapp-status"
 MAX_STATUS_CHARS = 32
 
 
+async def receive(request: Request) -> JSONResponse:
+    """Store every event of the envelope (and queue its handling), then answer 200.
+
+    The hot path of the service, so a plain Starlette route (registered below): no dependency
+    solving nor response model; pydantic parses the bytes itself; concurrent webhooks share one
+    transaction (inbox/writer.py).
+    """
+    settings: Settings = request.app.state.settings
+    body = await request.body()
+    _authenticate(request, body, settings)
+    envelope = _parse(body)
+    if envelope is None:
+        log.warning("whatsapp webhook: not a Cloud API envelope; ignored")
+        return JSONResponse({"status": "ignored"})
+    messages, statuses = inbound_events(envelope)
+    problems = [e.code for e in system_errors(envelope)]
+    if problems:  # about the number itself (e.g. its quality or its account), not one message
+        log.warning("whatsapp webhook: errors reported for the number", extra={"codes": problems})
+    if not messages and not statuses:
+        log.info("whatsapp webhook: nothing we handle in this envelope")
+    events = [e for m in messages if (e := _message_event(m))]
+    events += [e for u in statuses if (e := _status_event(u))]
+    writer: InboxWriter = request.app.state.inbox_writer
+    await writer.store(events)
+    return JSONResponse({"status": "ok"})
+
+
+# Registered first: routes are matched in order, and this is the busiest one.
+router.add_route("/whatsapp/webhook", receive, methods=["POST"], include_in_schema=False)
+
+
 @router.get("/whatsapp/webhook")
 async def verify_subscription(
     settings: SettingsDep,
@@ -60,70 +91,47 @@ async def verify_subscription(
     return PlainTextResponse(challenge)
 
 
-@router.post("/whatsapp/webhook")
-async def receive(request: Request, session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    body = await request.body()
-    _authenticate(request, body, settings)
+def _parse(body: bytes) -> WebhookEnvelope | None:
+    """The envelope, or None when the JSON is not one; AppError when it is not JSON at all."""
+    try:
+        return WebhookEnvelope.model_validate_json(body)
+    except ValidationError as error:
+        if not any(e["type"] == "json_invalid" for e in error.errors(include_url=False)):
+            return None
+    # pydantic's parser is stricter than JSON as Python reads it (a lone surrogate in a string,
+    # say); what Python reads is taken as before, so no sender's message is refused over it.
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python parses
         log.warning("whatsapp webhook: malformed JSON", extra={"bytes": len(body)})
         raise AppError("The body is not valid JSON.", code="malformed_json") from None
     try:
-        envelope = WebhookEnvelope.model_validate(document)
+        return WebhookEnvelope.model_validate(document)
     except ValidationError:
-        log.warning("whatsapp webhook: not a Cloud API envelope; ignored")
-        return JSONResponse({"status": "ignored"})
-    messages, statuses = inbound_events(envelope)
-    problems = [e.code for e in system_errors(envelope)]
-    if problems:  # about the number itself (e.g. its quality or its account), not one message
-        log.warning("whatsapp webhook: errors reported for the number", extra={"codes": problems})
-    if not messages and not statuses:
-        log.info("whatsapp webhook: nothing we handle in this envelope")
-    for message in messages:
-        await _receive_message(session, settings, message)
-    for update in statuses:
-        await _receive_status(session, settings, update)
-    return JSONResponse({"status": "ok"})
+        return None
 
 
-async def _receive_message(
-    session: AsyncSession, settings: Settings, message: InboundMessage
-) -> None:
-    """Store by wamid, then handle; a sender without a phone number is stored only."""
+def _message_event(message: InboundMessage) -> NewEvent | None:
+    """Stored by wamid; handled in order per sender. A sender without a phone number is stored
+    only (we can neither answer it by number nor match it to an invoice)."""
     if not adapter.is_storable_id(message.wamid):
         log.warning("whatsapp webhook: a message id WhatsApp never issues; ignored")
-        return
+        return None
     incoming = adapter.to_incoming(message)
-    payload = adapter.incoming_to_json(incoming) if incoming else {"wamid": message.wamid}
-    if await inbox.record(session, SOURCE_MESSAGE, message.wamid, payload) and incoming:
-        await _handle_or_queue(session, settings, INBOUND_TOPIC, payload)
+    if incoming is None:
+        return NewEvent(SOURCE_MESSAGE, message.wamid, {"wamid": message.wamid})
+    payload = adapter.incoming_to_json(incoming)
+    return NewEvent(SOURCE_MESSAGE, message.wamid, payload, INBOUND_TOPIC, f"in:{incoming.phone}")
 
 
-async def _receive_status(session: AsyncSession, settings: Settings, update: StatusUpdate) -> None:
-    """Store by (id, status): a repeat is dropped, a new status of the same message is not."""
+def _status_event(update: StatusUpdate) -> NewEvent | None:
+    """Stored by (id, status): a repeat is dropped, a new status of the same message is not."""
     status_ok = adapter.is_storable_id(update.status) and len(update.status) <= MAX_STATUS_CHARS
     if not (adapter.is_storable_id(update.message_id) and status_ok):
         log.warning("whatsapp webhook: status with an id or name we never issue; ignored")
-        return
+        return None
     key = f"{update.message_id}:{update.status}"
-    payload = adapter.status_to_json(update)
-    if await inbox.record(session, SOURCE_STATUS, key, payload):
-        await _handle_or_queue(session, settings, STATUS_TOPIC, payload)
-
-
-async def _handle_or_queue(
-    session: AsyncSession, settings: Settings, topic: str, payload: dict[str, Any]
-) -> None:
-    """Handle now inside a savepoint; on failure keep the event and let the worker retry it."""
-    try:
-        async with session.begin_nested():
-            handled = await handle_event(session, settings, topic, payload)
-    except Exception:
-        log.exception("whatsapp event failed; queued for retry", extra={"topic": topic})
-        handled = False
-    if not handled:
-        await outbox.enqueue(session, topic, payload, not_before=None)
+    return NewEvent(SOURCE_STATUS, key, adapter.status_to_json(update), STATUS_TOPIC)
 
 
 async def handle_event(

@@ -155,6 +155,10 @@ class Value(_Wire):
         parse is kept by its id as "not understood"; anything without an id is dropped."""
         if not isinstance(value, list):
             return handler(value)
+        try:
+            return handler(value)  # the usual case: every item parses
+        except ValidationError:
+            pass
         kept: list[Any] = []
         for item in value:
             try:

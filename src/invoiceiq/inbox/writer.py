@@ -1,0 +1,175 @@
+"""Group commit for inbound events: webhooks arriving together share one transaction.
+
+A webhook hands its events to the writer and awaits the commit of the batch that holds them
+before it answers 200, so nothing is acknowledged before it is stored. What the webhooks share
+is the round trips and the commit: while one batch is being written, the next one gathers.
+Each new event that has a handler gets its outbox row in the same transaction; the worker
+handles it from there (in order per `ordering_key`: one sender's messages one at a time).
+
+One writer task, so batches commit in the order their events arrived. A batch that fails is
+written again one webhook at a time, so a single bad webhook fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.inbox import repository
+from invoiceiq.kit.clock import utcnow
+from invoiceiq.outbox import service as outbox
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_EVENTS = 500
+# Events of one batch get distinct times, one microsecond apart in arrival order, so rows that
+# share an ordering key are handled in the order they came.
+_TICK = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An inbound event to store; `topic` is the outbox topic that handles it (None: store only)."""
+
+    source: str
+    external_id: str
+    payload: dict[str, Any]
+    topic: str | None = None
+    ordering_key: str | None = None
+
+
+@dataclass
+class _Waiting:
+    events: list[NewEvent]
+    done: asyncio.Future[list[bool]]
+
+
+class InboxWriter:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+        self._waiting: list[_Waiting] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="inbox-writer")
+
+    async def stop(self) -> None:
+        """Write what is waiting, then stop."""
+        self._closed = True
+        self._ready.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def store(self, events: list[NewEvent]) -> list[bool]:
+        """Store `events` and queue their handling; True for each one that is new.
+
+        Returns once they are committed; raises when they could not be stored.
+        """
+        if not events:
+            return []
+        if self._closed or self._task is None or self._task.done():
+            return await self._write_alone(events)
+        waiting = _Waiting(events, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._ready.set()
+        return await waiting.done
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._waiting:
+                await self._write_batch(self._take_batch())
+            if self._closed:
+                return
+
+    def _take_batch(self) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        size = 0
+        while self._waiting:
+            if batch and size + len(self._waiting[0].events) > MAX_BATCH_EVENTS:
+                break
+            item = self._waiting.pop(0)
+            batch.append(item)
+            size += len(item.events)
+        return batch
+
+    async def _write_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            flags = await write(self._sessions, [item.events for item in batch])
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0], error=error)
+                return
+            log.warning("inbox batch not stored; storing its webhooks one by one")
+            for item in batch:
+                try:
+                    (one,) = await write(self._sessions, [item.events])
+                except Exception as single_error:
+                    _settle(item, error=single_error)
+                else:
+                    _settle(item, flags=one)
+            return
+        for item, item_flags in zip(batch, flags, strict=True):
+            _settle(item, flags=item_flags)
+
+    async def _write_alone(self, events: list[NewEvent]) -> list[bool]:
+        (flags,) = await write(self._sessions, [events])
+        return flags
+
+
+def _settle(
+    item: _Waiting, *, flags: list[bool] | None = None, error: BaseException | None = None
+) -> None:
+    if item.done.done():  # the webhook's request was cancelled (its client went away)
+        return
+    if error is not None:
+        item.done.set_exception(error)
+    else:
+        item.done.set_result(flags or [])
+
+
+async def write(sessions: SessionFactory, groups: list[list[NewEvent]]) -> list[list[bool]]:
+    """Store each group's events in one transaction; per group, True for each new event.
+
+    A repeat of an event, stored before or earlier in the same batch, is False.
+    """
+    now = utcnow()
+    firsts: dict[tuple[str, str], NewEvent] = {}
+    for events in groups:
+        for event in events:
+            firsts.setdefault((event.source, event.external_id), event)
+    times = {key: now + index * _TICK for index, key in enumerate(firsts)}
+    rows = [
+        repository.NewInboxRow(event.source, event.external_id, event.payload, times[key])
+        for key, event in firsts.items()
+    ]
+    async with unit_of_work(sessions) as session:
+        stored = await repository.insert_new(session, rows)
+        await outbox.enqueue_many(
+            session,
+            [
+                outbox.NewRow(event.topic, event.payload, event.ordering_key, times[key])
+                for key, event in firsts.items()
+                if event.topic is not None and key in stored
+            ],
+        )
+    seen: set[tuple[str, str]] = set()
+    flags: list[list[bool]] = []
+    for events in groups:
+        group_flags = []
+        for event in events:
+            key = (event.source, event.external_id)
+            group_flags.append(key in stored and key not in seen)
+            seen.add(key)
+        flags.append(group_flags)
+    return flags
