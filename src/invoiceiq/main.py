@@ -21,6 +21,7 @@ from invoiceiq.ops.router import router as ops_router
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.app import create_simulator, mount_simulator, register_app_webhook
 from invoiceiq.web.pages import install as install_web
+from invoiceiq.whatsapp.callbacks import apply_statuses_now
 from invoiceiq.whatsapp.callbacks import router as whatsapp_router
 from invoiceiq.worker import Worker, WorkerOptions
 
@@ -63,7 +64,7 @@ def create_app(
         providers = make_providers(settings, local_origin=local_origin, sessions=sessions)
         app.state.engine, app.state.sessions = engine, sessions
         app.state.providers = providers
-        inbox_writer = InboxWriter(sessions)
+        inbox_writer = InboxWriter(sessions, apply_now=apply_statuses_now)
         inbox_writer.start()
         app.state.inbox_writer = inbox_writer
         if simulator is not None:

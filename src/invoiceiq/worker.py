@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -91,6 +93,7 @@ class Worker:
         self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
         # Held from claim to task start, so stop() never misses rows claimed as it begins.
         self._claiming = asyncio.Lock()
+        self._buried_at = -math.inf
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (called when a local commit enqueued)."""
@@ -149,10 +152,16 @@ class Worker:
     async def _claim(self, limit: int) -> list[ClaimedRow]:
         now = utcnow()
         token = uuid.uuid4().hex
+        # Abandoned rows are rare and wait a lease anyway: look for them once per poll
+        # interval, not in every claim.
+        bury = time.monotonic() - self._buried_at >= self._options.poll_interval
         async with unit_of_work(self._sessions) as session:
-            buried = await repository.bury_abandoned(
-                session, now=now, max_attempts=self._options.max_attempts
-            )
+            buried = 0
+            if bury:
+                self._buried_at = time.monotonic()
+                buried = await repository.bury_abandoned(
+                    session, now=now, max_attempts=self._options.max_attempts
+                )
             rows = await repository.claim(
                 session,
                 now=now,
@@ -165,8 +174,13 @@ class Worker:
         return rows
 
     def _forget(self, task: asyncio.Task[None]) -> None:
+        was_full = len(self._in_flight) >= self._options.concurrency
         row = self._in_flight.pop(task, None)
-        self._wake.set()
+        if was_full or (row is not None and row.ordering_key is not None):
+            # A slot opened where none was, or the next row of this ordering key (the same
+            # chat's) may be waiting for this one: claim now. Otherwise a finished handler
+            # needs no claim of its own; rows it enqueued wake us by their commit.
+            self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             # Recording the outcome failed (database down): the lease expiry retries the row.
             log.error(

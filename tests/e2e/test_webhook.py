@@ -22,7 +22,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.db.models import InboxEvent, Invoice, MessageLog, OutboxMessage
+from invoiceiq.db.uow import unit_of_work
 from invoiceiq.notifications.models import DeliveryStatus, Direction
 from invoiceiq.outbox.states import OutboxStatus
 from support.app_server import Phone, RunningApp, rows, running_app, texts_of
@@ -581,3 +583,51 @@ def test_no_body_ever_gets_a_500(database_url: str) -> None:
             assert response.status_code in (200, 400), (body[:200], response.text)
 
         post_it()
+
+
+async def test_forward_statuses_are_applied_by_the_webhook_itself_and_the_rest_queued(
+    database_url: str,
+) -> None:
+    # No worker: whatever is not applied in the webhook's own transaction stays queued.
+    async with running_app(database_url, run_worker=False) as app:
+        await setup_sent_message(database_url, "wamid.OUT1")
+        response = await post(
+            app,
+            envelope(
+                statuses=[
+                    status("wamid.OUT1", "sent", recipient=CUSTOMER),
+                    status("wamid.OUT1", "read", recipient=CUSTOMER),
+                    status("wamid.NOT-YET", "delivered", recipient=CUSTOMER),
+                    status("wamid.OUT1", "failed", recipient=CUSTOMER, error_code=131026),
+                ]
+            ),
+        )
+        assert response.status_code == 200
+        (entry,) = await rows(
+            database_url, MessageLog, MessageLog.provider_message_id == "wamid.OUT1"
+        )
+        queued = await rows(database_url, OutboxMessage, OutboxMessage.topic == "whatsapp.status")
+
+    assert entry.status is DeliveryStatus.READ
+    assert sorted((q.payload["message_id"], q.payload["status"]) for q in queued) == [
+        ("wamid.NOT-YET", "delivered"),
+        ("wamid.OUT1", "failed"),
+    ]
+
+
+async def setup_sent_message(database_url: str, wamid: str) -> None:
+    """An outbound message WhatsApp accepted as `wamid` (as the sender records it)."""
+    engine = make_engine(database_url)
+    try:
+        async with unit_of_work(make_session_factory(engine)) as session:
+            session.add(
+                MessageLog(
+                    direction=Direction.OUTBOUND,
+                    kind="reply",
+                    phone=CUSTOMER,
+                    status=DeliveryStatus.SENT,
+                    provider_message_id=wamid,
+                )
+            )
+    finally:
+        await engine.dispose()

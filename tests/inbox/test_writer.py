@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import InboxEvent
@@ -151,3 +151,42 @@ async def test_stop_writes_the_webhooks_still_waiting(
 
 async def test_nothing_to_store_touches_nothing(writer: InboxWriter) -> None:
     assert await writer.store([]) == []
+
+
+async def test_events_applied_in_the_batch_are_not_queued(
+    sessions: SessionFactory, unique: str
+) -> None:
+    seen: list[list[str]] = []
+
+    async def apply_now(session: AsyncSession, events: list[NewEvent]) -> set[tuple[str, str]]:
+        seen.append([e.external_id for e in events])
+        return {(e.source, e.external_id) for e in events if e.external_id.endswith("-now")}
+
+    writer = InboxWriter(sessions, apply_now=apply_now)
+    writer.start()
+    try:
+        await writer.store([event(f"{unique}-1-now"), event(f"{unique}-2-later")])
+        await writer.store([event(f"{unique}-1-now")])  # a repeat: not given again
+    finally:
+        await writer.stop()
+
+    assert seen == [[f"{unique}-1-now", f"{unique}-2-later"]]
+    assert await stored_ids(sessions, unique) == [f"{unique}-1-now", f"{unique}-2-later"]
+    assert [r.payload["id"] for r in await queued(sessions, unique)] == [f"{unique}-2-later"]
+
+
+async def test_a_writer_cancelled_mid_way_leaves_no_webhook_waiting_forever(
+    sessions: SessionFactory, unique: str
+) -> None:
+    writer = InboxWriter(sessions)
+    writer.start()
+    await asyncio.sleep(0)  # the writer waits for work
+    assert writer._task is not None
+    waiting = asyncio.create_task(writer.store([event(f"{unique}-1")]))
+    await asyncio.sleep(0)  # the webhook is queued with the writer, which is about to wake
+    writer._task.cancel()
+    # Queued before the cancel took effect: it fails loudly (the provider sends it again).
+    with pytest.raises(RuntimeError, match="inbox writer stopped"):
+        await asyncio.wait_for(waiting, 5)
+    # Once the writer is gone, a webhook is written in a transaction of its own.
+    assert await writer.store([event(f"{unique}-2")]) == [True]

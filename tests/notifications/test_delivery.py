@@ -192,3 +192,58 @@ async def test_the_window_is_open_for_24_hours_after_the_last_message_in(
             sa.update(MessageLog).values(created_at=utcnow() - timedelta(seconds=61))
         )
         assert not await notifications.window_open(session, CUSTOMER, window_seconds=60)
+
+
+# Many forward statuses at once (what the webhook applies in its own transaction)
+
+
+async def advance(sessions: SessionFactory, *moves: tuple[str, str]) -> set[str]:
+    async with sessions() as session, session.begin():
+        return await delivery.advance_many(
+            session, [(wamid, status, utcnow()) for wamid, status in moves]
+        )
+
+
+async def test_many_statuses_move_each_message_to_its_highest_and_never_back(
+    sessions: SessionFactory,
+) -> None:
+    async with sessions() as session, session.begin():
+        invoice = await factories.invoice(session, customer_phone=CUSTOMER)
+        first = await logged(session, invoice, wamid="wamid.M1")
+        second = await logged(session, invoice, wamid="wamid.M2")
+        failed = await logged(session, invoice, wamid="wamid.M3")
+        await session.execute(
+            sa.update(MessageLog)
+            .where(MessageLog.id == failed.id)
+            .values(status=DeliveryStatus.FAILED)
+        )
+
+    known = await advance(
+        sessions,
+        ("wamid.M1", "read"),
+        ("wamid.M1", "sent"),  # in the same batch, after the read: the read stands
+        ("wamid.M2", "delivered"),
+        ("wamid.M3", "delivered"),  # a failed message stays failed
+        ("wamid.UNKNOWN", "read"),  # not recorded yet: left for later
+    )
+
+    assert known == {"wamid.M1", "wamid.M2", "wamid.M3"}
+    assert (await entry_of(sessions, first.id)).status is DeliveryStatus.READ
+    assert (await entry_of(sessions, second.id)).status is DeliveryStatus.DELIVERED
+    assert (await entry_of(sessions, failed.id)).status is DeliveryStatus.FAILED
+
+    assert await advance(sessions, ("wamid.M1", "delivered"), ("wamid.M2", "sent")) == {
+        "wamid.M1",
+        "wamid.M2",
+    }
+    assert (await entry_of(sessions, first.id)).status is DeliveryStatus.READ
+    assert (await entry_of(sessions, second.id)).status is DeliveryStatus.DELIVERED
+
+
+async def test_many_statuses_leave_failures_and_unknown_names_to_the_one_by_one_path(
+    sessions: SessionFactory, sent: tuple[Invoice, MessageLog]
+) -> None:
+    _, entry = sent
+    assert await advance(sessions, ("wamid.SENT1", "failed"), ("wamid.SENT1", "deleted")) == set()
+    assert (await entry_of(sessions, entry.id)).status is DeliveryStatus.SENT
+    assert await alerts(sessions) == []

@@ -655,3 +655,25 @@ async def test_finish_after_the_lease_was_taken_over_keeps_the_effects_not_the_o
             .select_from(OutboxMessage)
             .where(OutboxMessage.dedupe_key == effect_key)
         )
+
+
+async def test_the_next_row_of_an_ordering_key_runs_as_soon_as_the_one_before_is_done(
+    sessions: SessionFactory,
+) -> None:
+    order: list[int] = []
+
+    async def handle(row: ClaimedRow) -> None:
+        order.append(row.payload["n"])  # nothing enqueued: no commit wakes the worker
+
+    async with unit_of_work(sessions) as session:
+        for n in range(5):
+            await enqueue(session, TOPIC, {"n": n}, ordering_key="chat-1")
+    # A poll far longer than the test may take: each next row must be claimed without it.
+    worker = Worker(sessions, {TOPIC: handle}, options(poll_interval=30))
+    async with running(worker):
+        await eventually(lambda: _async_true(len(order) == 5), timeout=EVENTUALLY)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def _async_true(value: bool) -> bool:
+    return value

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.uow import unit_of_work
@@ -50,9 +53,15 @@ class _Waiting:
     done: asyncio.Future[list[bool]]
 
 
+# Run in the batch's transaction with its new events; returns the (source, id) of those it
+# applied there, which then need no outbox row.
+ApplyNow = Callable[[AsyncSession, list[NewEvent]], Awaitable[set[tuple[str, str]]]]
+
+
 class InboxWriter:
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, *, apply_now: ApplyNow | None = None) -> None:
         self._sessions = sessions
+        self._apply_now = apply_now
         self._waiting: list[_Waiting] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,13 +93,20 @@ class InboxWriter:
         return await waiting.done
 
     async def _run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._waiting:
-                await self._write_batch(self._take_batch())
-            if self._closed:
-                return
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._waiting:
+                    await self._write_batch(self._take_batch())
+                if self._closed:
+                    return
+        finally:
+            # Cancelled (the loop is closing): nobody may wait forever. The webhooks still
+            # waiting answer with an error, and the provider sends them again.
+            for item in self._waiting:
+                _settle(item, error=RuntimeError("the inbox writer stopped"))
+            self._waiting.clear()
 
     def _take_batch(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
@@ -105,7 +121,7 @@ class InboxWriter:
 
     async def _write_batch(self, batch: list[_Waiting]) -> None:
         try:
-            flags = await write(self._sessions, [item.events for item in batch])
+            flags = await write(self._sessions, [item.events for item in batch], self._apply_now)
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0], error=error)
@@ -113,7 +129,7 @@ class InboxWriter:
             log.warning("inbox batch not stored; storing its webhooks one by one")
             for item in batch:
                 try:
-                    (one,) = await write(self._sessions, [item.events])
+                    (one,) = await write(self._sessions, [item.events], self._apply_now)
                 except Exception as single_error:
                     _settle(item, error=single_error)
                 else:
@@ -123,7 +139,7 @@ class InboxWriter:
             _settle(item, flags=item_flags)
 
     async def _write_alone(self, events: list[NewEvent]) -> list[bool]:
-        (flags,) = await write(self._sessions, [events])
+        (flags,) = await write(self._sessions, [events], self._apply_now)
         return flags
 
 
@@ -138,8 +154,13 @@ def _settle(
         item.done.set_result(flags or [])
 
 
-async def write(sessions: SessionFactory, groups: list[list[NewEvent]]) -> list[list[bool]]:
+async def write(
+    sessions: SessionFactory, groups: list[list[NewEvent]], apply_now: ApplyNow | None = None
+) -> list[list[bool]]:
     """Store each group's events in one transaction; per group, True for each new event.
+
+    New events are given to `apply_now` in that transaction; those it did not apply, and that
+    have a topic, are queued for the worker.
 
     A repeat of an event, stored before or earlier in the same batch, is False.
     """
@@ -155,12 +176,15 @@ async def write(sessions: SessionFactory, groups: list[list[NewEvent]]) -> list[
     ]
     async with unit_of_work(sessions) as session:
         stored = await repository.insert_new(session, rows)
+        new = [event for key, event in firsts.items() if key in stored]
+        applied = await apply_now(session, new) if apply_now and new else set()
         await outbox.enqueue_many(
             session,
             [
                 outbox.NewRow(event.topic, event.payload, event.ordering_key, times[key])
-                for key, event in firsts.items()
-                if event.topic is not None and key in stored
+                for event in new
+                if event.topic is not None
+                and (key := (event.source, event.external_id)) not in applied
             ],
         )
     seen: set[tuple[str, str]] = set()

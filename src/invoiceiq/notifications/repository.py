@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
 
 # Delivery statuses only move forward: a late "delivered" never replaces "read". `failed` is
@@ -142,3 +144,77 @@ async def latest_invoice_delivery(
         .order_by(MessageLog.created_at.desc(), MessageLog.id.desc())
         .limit(1)
     )
+
+
+# Forward statuses by rank; a message's status only moves to a higher one (BEHIND above).
+RANK = {
+    DeliveryStatus.QUEUED: 0,
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.READ: 3,
+}
+
+
+@dataclass(frozen=True)
+class StatusMove:
+    provider_id: str
+    status: DeliveryStatus  # sent, delivered or read
+    at: datetime
+
+
+# PostgreSQL: a batch of statuses in one statement. The highest status per message wins (a
+# message's "sent" and "read" can arrive together); a failed message stays failed.
+_ADVANCE_MANY_PG = """
+    WITH moves AS (
+        SELECT DISTINCT ON (provider_id) provider_id, status, at, rank
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[])
+            AS given(provider_id, status, at, rank)
+        ORDER BY provider_id, rank DESC, at DESC
+    ),
+    known AS (
+        SELECT message_log.id, moves.provider_id, moves.status, moves.at, moves.rank
+        FROM moves JOIN message_log ON message_log.provider_message_id = moves.provider_id
+    ),
+    moved AS (
+        UPDATE message_log
+        SET status = known.status, status_at = known.at, updated_at = $5
+        FROM known
+        WHERE message_log.id = known.id
+          AND CASE message_log.status
+                WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2
+                WHEN 'read' THEN 3 ELSE 99
+              END < known.rank
+        RETURNING 1
+    )
+    SELECT provider_id FROM known
+"""
+
+
+async def advance_many(
+    session: AsyncSession, moves: list[StatusMove], *, now: datetime
+) -> set[str]:
+    """Move each message forward to its status (only forward); the provider ids we know.
+
+    A status for an id we have not recorded yet is left out of the result: its send's answer
+    is still on its way, and the caller tries it again later.
+    """
+    if not moves:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        driver = await asyncpg_connection(session)
+        records = await driver.fetch(
+            _ADVANCE_MANY_PG,
+            [m.provider_id for m in moves],
+            [m.status.value for m in moves],
+            [m.at for m in moves],
+            [RANK[m.status] for m in moves],
+            now,
+        )
+        return {record["provider_id"] for record in records}
+    known: set[str] = set()
+    for move in sorted(moves, key=lambda m: RANK[m.status]):
+        entry = await get_by_provider_id(session, move.provider_id)
+        if entry is not None:
+            known.add(move.provider_id)
+            await advance_status(session, entry.id, move.status, at=move.at)
+    return known
