@@ -167,6 +167,9 @@ GROUP BY i.id
 """
 
 
+DUE_GRACE_S = 5.0
+
+
 async def check_flows(driver: Driver, db: asyncpg.Connection, flows: list[Flow]) -> dict[str, int]:
     """Counts of what went wrong; all zero when every flow was paid exactly once."""
     phones = [f.customer for f in flows]
@@ -174,9 +177,12 @@ async def check_flows(driver: Driver, db: asyncpg.Connection, flows: list[Flow])
         rows = await db.fetch(CHECK_SQL, phones)
         dead = await db.fetchval("SELECT count(*) FROM outbox_message WHERE status = 'dead'")
         initiated = await db.fetchval("SELECT count(*) FROM payment WHERE status = 'INITIATED'")
+        # Due for a while, that is: a row that fell due in the last seconds (a reconcile job
+        # scheduled RECONCILE_AFTER past its push, say) waits for the worker's next poll.
         due = await db.fetchval(
             "SELECT count(*) FROM outbox_message WHERE status IN ('pending', 'running')"
-            " AND available_at <= now()"
+            " AND available_at <= now() - make_interval(secs => $1)",
+            DUE_GRACE_S,
         )
     prompts: list[dict[str, Any]] = await driver.control("GET", "/mpesa/prompts")
     pushes: dict[str, int] = {}

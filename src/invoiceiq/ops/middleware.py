@@ -7,10 +7,12 @@ the request id and the 500 its X-Request-ID. Rendering here keeps both.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.routing import Mount
@@ -33,7 +35,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or _new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -60,8 +62,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_label(scope)
             method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
+            count, latency = _series(method, route, status)
+            count.inc()
+            latency.observe(elapsed)
             # Fast successes are counted by the metrics above; a log line each would cost a write
             # per request on the busiest paths. Errors and slow requests are logged.
             level = logging.INFO if status >= 400 or elapsed >= SLOW_REQUEST_S else logging.DEBUG
@@ -76,6 +79,26 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+# Request ids: a random prefix per process and a counter. Unique without a random draw per
+# request (ids correlate log lines; they are not secrets).
+_ID_PREFIX = secrets.token_hex(6) + "-"
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
+
+@functools.cache
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The metric series of one (method, route template, status): looked up once, not per
+    request. Few: routes are templates, and anything unmatched is one label."""
+    return (
+        metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)),
+        metrics.HTTP_LATENCY.labels(method=method, route=route),
+    )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
