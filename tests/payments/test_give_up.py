@@ -27,7 +27,7 @@ from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.mpesa.client import StkQueryResult
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import messages, repository, service
+from invoiceiq.payments import messages, repository, review, service
 from invoiceiq.payments.cli import render_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
@@ -180,6 +180,12 @@ async def test_a_success_after_giving_up_on_a_push_never_heard_of_still_pays(
         listed = await asyncio.to_thread(
             CliRunner().invoke, cli_app, ["payments", "review"], env={"DATABASE_URL": database_url}
         )
+        listed_all = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli_app,
+            ["payments", "review", "--all"],
+            env={"DATABASE_URL": database_url},
+        )
 
     assert given_up.checkout_request_id is None and given_up.push_sent_at is not None
     assert given_up.result_code == repository.NO_RESPONSE and given_up.needs_review
@@ -192,5 +198,45 @@ async def test_a_success_after_giving_up_on_a_push_never_heard_of_still_pays(
     assert sent.number in alert and "push outcome unknown" in alert
     assert not with_text(merchant_inbox, FAILED)
     assert len(with_text(merchant_inbox, MERCHANT_RECEIPT)) == 1
-    assert listed.exit_code == 0 and str(paid.id) in listed.output
-    assert "push outcome unknown" in listed.output and CUSTOMER not in listed.output
+    # The question the flag asked ("did the customer pay?") has its answer: the review is
+    # settled on its own, so the operator's list no longer shows it (the full history does).
+    assert paid.reviewed_at is not None and "M-PESA confirmed the payment" in (
+        paid.review_note or ""
+    )
+    assert listed.exit_code == 0 and str(paid.id) not in listed.output
+    assert listed_all.exit_code == 0 and str(paid.id) in listed_all.output
+    assert "push outcome unknown" in listed_all.output and CUSTOMER not in listed_all.output
+
+
+@pytest.mark.parametrize("other_reason", [None, "the amount differed from the attempt's"])
+async def test_a_late_success_settles_the_unknown_outcome_review_and_nothing_else(
+    sessions: SessionFactory, settings: Settings, other_reason: str | None
+) -> None:
+    pushed = utcnow() - timedelta(seconds=settings.reconcile_give_up + 5)
+    async with unit_of_work(sessions) as session:
+        invoice = await factories.invoice(session)
+        payment = await factories.payment(session, invoice=invoice, push_sent_at=pushed)
+    jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
+    await jobs.reconcile(reconcile_row(payment))
+    if other_reason is not None:
+        async with unit_of_work(sessions) as session:
+            flagged = await repository.get(session, payment.id)
+            assert flagged is not None
+            await review.flag(session, flagged, other_reason)
+
+    async with unit_of_work(sessions) as session:
+        given_up = await repository.get(session, payment.id)
+        assert given_up is not None and given_up.status is PaymentStatus.FAILED
+        assert await service.mark_success(
+            session, settings, given_up, confirmed_by="callback", receipt="ULATE0001"
+        )
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        still_listed = [p.id for p, _ in await repository.flagged(session)]
+    assert fresh is not None and fresh.status is PaymentStatus.SUCCESS and fresh.needs_review
+    if other_reason is None:
+        assert fresh.reviewed_at is not None and "M-PESA confirmed" in (fresh.review_note or "")
+        assert payment.id not in still_listed
+    else:  # another question is still open: the operator keeps it
+        assert fresh.reviewed_at is None and payment.id in still_listed

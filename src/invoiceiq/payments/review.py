@@ -55,6 +55,20 @@ async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
         )
 
 
+async def settle_question(
+    session: AsyncSession, payment: Payment, reason: str, *, note: str
+) -> bool:
+    """Resolve the review of `payment` when `reason` was all it was flagged for and the question
+    it asked is answered now (the note says how); True when it did. Any other reason keeps the
+    payment on the operator's list."""
+    if not payment.needs_review or payment.reviewed_at is not None:
+        return False
+    if payment.review_reason != reason[:REASON_MAX]:
+        return False
+    await repository.set_values(session, payment.id, reviewed_at=utcnow(), review_note=note)
+    return True
+
+
 async def resolve(session: AsyncSession, payment_id: uuid.UUID, *, note: str) -> Payment:
     """Close a review with a note saying what was done; the flag and its reason stay."""
     payment = await repository.get(session, payment_id, lock=True)
