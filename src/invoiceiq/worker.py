@@ -222,6 +222,10 @@ class Worker:
         if delay is None:
             delay = self.backoff(row.attempts)
         await self._record(row, "retry", error=_describe(error), delay=delay)
+        if delay < self._options.poll_interval * 10:
+            # A short retry (a status waiting for its send's answer, say) is claimed when it
+            # falls due, not up to a poll interval later.
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, so retries spread out."""

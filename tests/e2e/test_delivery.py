@@ -14,6 +14,7 @@ from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.notifications.models import DeliveryStatus, Direction
 from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.simulator.config import Dice
+from payments.flows import wait_rows
 from support.app_server import Phone, RunningApp, rows, running_app
 
 MERCHANT = "254700000001"
@@ -103,6 +104,15 @@ async def test_stop_never_blocks_a_receipt_and_status_shows_it(database_url: str
         number = invoice_message["buttons"][0]["id"].removeprefix("pay:")
         await merchant.wait_for(lambda ms: ms[-1]["status"] == "read")
         await customer.wait_for(lambda ms: ms[0]["status"] == "read")
+        # The phone shows "read" when WhatsApp posts the status; the app applies it a moment
+        # later (at once, or after its send's answer is recorded if the status overtook it).
+        await wait_rows(
+            database_url,
+            MessageLog,
+            lambda entries: [e.status for e in entries] == [DeliveryStatus.READ],
+            MessageLog.phone == CUSTOMER,
+            MessageLog.kind == "invoice",
+        )
         await merchant.say(f"status {number}")
         before = (await merchant.next_reply())["text"]
 

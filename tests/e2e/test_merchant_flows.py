@@ -9,6 +9,7 @@ import pytest
 
 from invoiceiq.db.models import Customer, Invoice, MessageLog
 from invoiceiq.invoices.states import InvoiceStatus
+from payments.flows import wait_rows
 from support.app_server import Phone, RunningApp, rows, running_app, texts_of
 
 MERCHANT = "254700000001"
@@ -384,7 +385,13 @@ async def test_message_log_keeps_every_message_with_forward_only_status(database
         await merchant.say("invoice 0712345678 100 Tea")
         await customer.wait_for(lambda ms: ms and ms[0]["status"] == "read", timeout=15)
         await merchant.wait_for(lambda ms: len(ms) == 2 and ms[1]["status"] == "read")
-        await asyncio.sleep(0.3)
+        # The app applies a status at once, or after its send's answer if the status came first.
+        await wait_rows(
+            database_url,
+            MessageLog,
+            lambda entries: [e.status.value for e in entries] == ["read"],
+            MessageLog.kind == "invoice",
+        )
     logs = await rows(database_url, MessageLog)
     outbound = [entry for entry in logs if entry.direction.value == "out"]
     assert {entry.kind for entry in outbound} == {"reply", "invoice", "confirmation"}

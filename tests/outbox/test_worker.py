@@ -677,3 +677,21 @@ async def test_the_next_row_of_an_ordering_key_runs_as_soon_as_the_one_before_is
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+async def test_a_short_retry_runs_when_it_falls_due_not_at_the_next_poll(
+    sessions: SessionFactory,
+) -> None:
+    calls: list[float] = []
+
+    async def handle(row: ClaimedRow) -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise RetryLater("not yet", delay=0.3)
+
+    await add(sessions)
+    # A poll far longer than the test may take: the retry must come from its own timer.
+    worker = Worker(sessions, {TOPIC: handle}, options(poll_interval=30))
+    async with running(worker):
+        await eventually(lambda: _async_true(len(calls) == 2), timeout=EVENTUALLY)
+    assert calls[1] - calls[0] >= 0.3
