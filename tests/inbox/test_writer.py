@@ -190,3 +190,31 @@ async def test_a_writer_cancelled_mid_way_leaves_no_webhook_waiting_forever(
         await asyncio.wait_for(waiting, 5)
     # Once the writer is gone, a webhook is written in a transaction of its own.
     assert await writer.store([event(f"{unique}-2")]) == [True]
+
+
+async def test_a_batch_is_one_transaction_stored_and_queued_together_or_not_at_all(
+    sessions: SessionFactory, unique: str
+) -> None:
+    # A failure after the inbox rows are written (here in apply_now, before the outbox rows)
+    # must take the inbox rows with it: an event stored but never queued would never be handled.
+    async def fail_after_storing(
+        session: AsyncSession, events: list[NewEvent]
+    ) -> set[tuple[str, str]]:
+        stored = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(InboxEvent)
+            .where(InboxEvent.external_id.startswith(unique))
+        )
+        assert stored == 2  # written, not yet committed
+        raise RuntimeError("the process died here")
+
+    writer = InboxWriter(sessions, apply_now=fail_after_storing)
+    writer.start()
+    try:
+        with pytest.raises(RuntimeError):
+            await writer.store([event(f"{unique}-1"), event(f"{unique}-2")])
+    finally:
+        await writer.stop()
+
+    assert await stored_ids(sessions, unique) == []
+    assert await queued(sessions, unique) == []

@@ -34,17 +34,6 @@ def make_engine(database_url: str, *, pool_size: int = 15, max_overflow: int = 5
     )
 
 
-async def asyncpg_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under `session`, inside its transaction (PostgreSQL only).
-
-    For the few statements on the webhook's hot path: asyncpg runs them as they are, without
-    SQLAlchemy's statement handling, which costs more than the statement itself there.
-    """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
-
-
 def _configure_sqlite(engine: AsyncEngine) -> None:
     """WAL, foreign keys, a busy timeout, and writes serialised.
 

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.db.upsert import insert_if_absent
 from invoiceiq.inbox.models import InboxEvent
 
@@ -69,14 +68,18 @@ class NewInboxRow:
 
 
 # PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
-_INSERT_NEW_PG = """
+_INSERT_NEW_PG = sa.text(
+    """
     INSERT INTO inbox_event (id, source, external_id, payload, received_at)
     SELECT gen_random_uuid(), source, external_id, CAST(payload AS jsonb), received_at
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-        AS incoming(source, external_id, payload, received_at)
+    FROM unnest(
+        CAST(:sources AS text[]), CAST(:external_ids AS text[]), CAST(:payloads AS text[]),
+        CAST(:received AS timestamptz[])
+    ) AS incoming(source, external_id, payload, received_at)
     ON CONFLICT (source, external_id) DO NOTHING
     RETURNING source, external_id
-"""
+    """
+)
 
 
 async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tuple[str, str]]:
@@ -87,15 +90,16 @@ async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tupl
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        driver = await asyncpg_connection(session)
-        records = await driver.fetch(
+        result = await session.execute(
             _INSERT_NEW_PG,
-            [r.source for r in rows],
-            [r.external_id for r in rows],
-            [json.dumps(r.payload) for r in rows],
-            [r.received_at for r in rows],
+            {
+                "sources": [r.source for r in rows],
+                "external_ids": [r.external_id for r in rows],
+                "payloads": [json.dumps(r.payload) for r in rows],
+                "received": [r.received_at for r in rows],
+            },
         )
-        return {(record["source"], record["external_id"]) for record in records}
+        return {(str(row.source), str(row.external_id)) for row in result}
     table: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
     result = await session.execute(
         sqlite.insert(table)

@@ -10,7 +10,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
 
 # Delivery statuses only move forward: a late "delivered" never replaces "read". `failed` is
@@ -164,10 +163,14 @@ class StatusMove:
 
 # PostgreSQL: a batch of statuses in one statement. The highest status per message wins (a
 # message's "sent" and "read" can arrive together); a failed message stays failed.
-_ADVANCE_MANY_PG = """
+_ADVANCE_MANY_PG = sa.text(
+    """
     WITH moves AS (
         SELECT DISTINCT ON (provider_id) provider_id, status, at, rank
-        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[])
+        FROM unnest(
+                CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
+                CAST(:ranks AS int[])
+            )
             AS given(provider_id, status, at, rank)
         ORDER BY provider_id, rank DESC, at DESC
     ),
@@ -177,7 +180,7 @@ _ADVANCE_MANY_PG = """
     ),
     moved AS (
         UPDATE message_log
-        SET status = known.status, status_at = known.at, updated_at = $5
+        SET status = known.status, status_at = known.at, updated_at = :now
         FROM known
         WHERE message_log.id = known.id
           AND CASE message_log.status
@@ -187,7 +190,8 @@ _ADVANCE_MANY_PG = """
         RETURNING 1
     )
     SELECT provider_id FROM known
-"""
+    """
+)
 
 
 async def advance_many(
@@ -201,16 +205,17 @@ async def advance_many(
     if not moves:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        driver = await asyncpg_connection(session)
-        records = await driver.fetch(
+        result = await session.execute(
             _ADVANCE_MANY_PG,
-            [m.provider_id for m in moves],
-            [m.status.value for m in moves],
-            [m.at for m in moves],
-            [RANK[m.status] for m in moves],
-            now,
+            {
+                "ids": [m.provider_id for m in moves],
+                "statuses": [m.status.value for m in moves],
+                "ats": [m.at for m in moves],
+                "ranks": [RANK[m.status] for m in moves],
+                "now": now,
+            },
         )
-        return {record["provider_id"] for record in records}
+        return {str(row.provider_id) for row in result}
     known: set[str] = set()
     for move in sorted(moves, key=lambda m: RANK[m.status]):
         entry = await get_by_provider_id(session, move.provider_id)

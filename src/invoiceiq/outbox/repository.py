@@ -12,7 +12,6 @@ import sqlalchemy as sa
 import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.db.engine import asyncpg_connection
 from invoiceiq.db.upsert import insert_if_absent
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.states import OutboxStatus
@@ -61,25 +60,30 @@ class NewOutboxRow:
 
 
 # PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
-_INSERT_MANY_PG = """
+_INSERT_MANY_PG = sa.text(
+    """
     INSERT INTO outbox_message
         (id, topic, payload, ordering_key, status, attempts, available_at, created_at, updated_at)
-    SELECT gen_random_uuid(), topic, CAST(payload AS jsonb), ordering_key, $1, 0, at, at, at
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
-        AS queued(topic, payload, ordering_key, at)
-"""
+    SELECT gen_random_uuid(), topic, CAST(payload AS jsonb), ordering_key, :pending, 0, at, at, at
+    FROM unnest(
+        CAST(:topics AS text[]), CAST(:payloads AS text[]), CAST(:ordering_keys AS text[]),
+        CAST(:ats AS timestamptz[])
+    ) AS queued(topic, payload, ordering_key, at)
+    """
+)
 
 
 async def insert_many(session: AsyncSession, rows: list[NewOutboxRow]) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        driver = await asyncpg_connection(session)
-        await driver.execute(
+        await session.execute(
             _INSERT_MANY_PG,
-            OutboxStatus.PENDING.value,
-            [r.topic for r in rows],
-            [json.dumps(r.payload) for r in rows],
-            [r.ordering_key for r in rows],
-            [r.at for r in rows],
+            {
+                "pending": OutboxStatus.PENDING.value,
+                "topics": [r.topic for r in rows],
+                "payloads": [json.dumps(r.payload) for r in rows],
+                "ordering_keys": [r.ordering_key for r in rows],
+                "ats": [r.at for r in rows],
+            },
         )
         return
     await session.execute(
@@ -127,28 +131,30 @@ async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: 
 
 # The claim below as PostgreSQL runs it, written out: it runs many times a second, and building
 # the statement with SQLAlchemy cost more CPU than PostgreSQL spent running it.
-_CLAIM_PG = """
+_CLAIM_PG = sa.text(
+    """
     UPDATE outbox_message
-    SET status = $1, attempts = attempts + 1, locked_until = $2, claim_token = $3,
-        updated_at = $4
+    SET status = :running, attempts = attempts + 1, locked_until = :lease_until,
+        claim_token = :token, updated_at = :now
     WHERE id IN (
         SELECT candidate.id FROM outbox_message AS candidate
-        WHERE ((candidate.status = $5 AND candidate.available_at <= $4)
-               OR (candidate.status = $1 AND candidate.locked_until < $4))
+        WHERE ((candidate.status = :pending AND candidate.available_at <= :now)
+               OR (candidate.status = :running AND candidate.locked_until < :now))
           AND (candidate.ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM outbox_message AS earlier
                 WHERE earlier.ordering_key = candidate.ordering_key
-                  AND earlier.status IN ($5, $1)
+                  AND earlier.status IN (:pending, :running)
                   AND (earlier.created_at < candidate.created_at
                        OR (earlier.created_at = candidate.created_at
                            AND earlier.id < candidate.id))
                   AND earlier.id <> candidate.id))
         ORDER BY candidate.available_at
-        LIMIT $6
+        LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id, topic, payload, attempts, ordering_key
-"""
+    """
+)
 
 
 async def claim(
@@ -160,26 +166,20 @@ async def claim(
     waiting; SQLite has one writer at a time, so the single UPDATE is already exclusive.
     """
     if session.get_bind().dialect.name == "postgresql":
-        driver = await asyncpg_connection(session)
-        records = await driver.fetch(
+        records = await session.execute(
             _CLAIM_PG,
-            OutboxStatus.RUNNING.value,
-            lease_until,
-            token,
-            now,
-            OutboxStatus.PENDING.value,
-            limit,
+            {
+                "running": OutboxStatus.RUNNING.value,
+                "lease_until": lease_until,
+                "token": token,
+                "now": now,
+                "pending": OutboxStatus.PENDING.value,
+                "limit": limit,
+            },
         )
         # SQLAlchemy's asyncpg dialect gives its connections a codec that decodes jsonb.
         return [
-            ClaimedRow(
-                uuid.UUID(str(r["id"])),
-                r["topic"],
-                r["payload"],
-                r["attempts"],
-                token,
-                r["ordering_key"],
-            )
+            ClaimedRow(uuid.UUID(str(r.id)), r.topic, r.payload, r.attempts, token, r.ordering_key)
             for r in records
         ]
     due = sa.or_(
