@@ -197,7 +197,7 @@ async def test_the_window_is_open_for_24_hours_after_the_last_message_in(
 # Many forward statuses at once (what the webhook applies in its own transaction)
 
 
-async def advance(sessions: SessionFactory, *moves: tuple[str, str]) -> set[str]:
+async def advance(sessions: SessionFactory, *moves: tuple[str, str]) -> set[tuple[str, str]]:
     async with sessions() as session, session.begin():
         return await delivery.advance_many(
             session, [(wamid, status, utcnow()) for wamid, status in moves]
@@ -227,14 +227,19 @@ async def test_many_statuses_move_each_message_to_its_highest_and_never_back(
         ("wamid.UNKNOWN", "read"),  # not recorded yet: left for later
     )
 
-    assert known == {"wamid.M1", "wamid.M2", "wamid.M3"}
+    assert known == {
+        ("wamid.M1", "read"),
+        ("wamid.M1", "sent"),
+        ("wamid.M2", "delivered"),
+        ("wamid.M3", "delivered"),
+    }
     assert (await entry_of(sessions, first.id)).status is DeliveryStatus.READ
     assert (await entry_of(sessions, second.id)).status is DeliveryStatus.DELIVERED
     assert (await entry_of(sessions, failed.id)).status is DeliveryStatus.FAILED
 
     assert await advance(sessions, ("wamid.M1", "delivered"), ("wamid.M2", "sent")) == {
-        "wamid.M1",
-        "wamid.M2",
+        ("wamid.M1", "delivered"),
+        ("wamid.M2", "sent"),
     }
     assert (await entry_of(sessions, first.id)).status is DeliveryStatus.READ
     assert (await entry_of(sessions, second.id)).status is DeliveryStatus.DELIVERED

@@ -105,16 +105,19 @@ async def record_failure(
 FORWARD_STATUSES = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.READ}
 
 
-async def advance_many(session: AsyncSession, moves: list[tuple[str, str, datetime]]) -> set[str]:
-    """Apply many (provider id, status, at) that only move a message forward (sent, delivered,
-    read: no side effect but the status) in one go; the provider ids known, whose statuses are
-    now applied. Others (not recorded yet, or not a forward status) are for `apply_status`."""
+async def advance_many(
+    session: AsyncSession, moves: list[tuple[str, str, datetime]]
+) -> set[tuple[str, str]]:
+    """Apply, in one go, the (provider id, status, at) that only move a message forward (sent,
+    delivered, read: no side effect but the status); the (provider id, status) applied. The
+    others (a message not recorded yet, or not a forward status) are for `apply_status`."""
     forward = [
         repository.StatusMove(provider_id, DeliveryStatus(status), at)
         for provider_id, status, at in moves
         if status in FORWARD_STATUSES
     ]
-    return await repository.advance_many(session, forward, now=utcnow())
+    known = await repository.advance_many(session, forward, now=utcnow())
+    return {(m.provider_id, m.status.value) for m in forward if m.provider_id in known}
 
 
 async def apply_status(

@@ -174,13 +174,12 @@ async def apply_statuses_now(session: AsyncSession, events: list[NewEvent]) -> s
     moves = [
         (e.payload["message_id"], e.payload["status"], datetime.fromisoformat(e.payload["at"]))
         for e in statuses
-        if e.payload["status"] in delivery.FORWARD_STATUSES
     ]
-    known = await delivery.advance_many(session, moves)
+    applied = await delivery.advance_many(session, moves)
     return {
         (e.source, e.external_id)
         for e in statuses
-        if e.payload["message_id"] in known and e.payload["status"] in delivery.FORWARD_STATUSES
+        if (e.payload["message_id"], e.payload["status"]) in applied
     }
 
 
