@@ -88,6 +88,10 @@ def _render(
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    return render_app_error(request, exc)
+
+
+def render_app_error(request: Request, exc: AppError) -> Response:
     error_id = new_error_id()
     log.info("app error", extra={"code": exc.code, "error_id": error_id})
     return _render(

@@ -16,12 +16,14 @@ from invoiceiq.error_handlers import install_error_handlers
 from invoiceiq.handlers import outbox_handlers
 from invoiceiq.inbox.writer import InboxWriter
 from invoiceiq.mpesa.callbacks import router as mpesa_router
+from invoiceiq.ops.hot_routes import App
 from invoiceiq.ops.middleware import RequestContextMiddleware
 from invoiceiq.ops.router import router as ops_router
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.app import create_simulator, mount_simulator, register_app_webhook
 from invoiceiq.web.pages import install as install_web
 from invoiceiq.whatsapp.callbacks import apply_statuses_now
+from invoiceiq.whatsapp.callbacks import receive as receive_webhook
 from invoiceiq.whatsapp.callbacks import router as whatsapp_router
 from invoiceiq.worker import Worker, WorkerOptions
 
@@ -94,7 +96,7 @@ def create_app(
                     await simulator.aclose()
                 await engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="InvoiceIQ",
         summary="Invoice a customer from WhatsApp and get paid by M-PESA.",
         version="0.1.0",
@@ -107,6 +109,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(whatsapp_router)  # first: the webhook is the busiest route
+    app.add_hot_route("POST", "/whatsapp/webhook", receive_webhook)
     app.include_router(ops_router)
     app.include_router(mpesa_router)
     install_api(app)
