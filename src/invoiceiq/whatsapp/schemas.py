@@ -12,6 +12,7 @@ https://developers.facebook.com/documentation/business-messaging/whatsapp/busine
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
-    ValidatorFunctionWrapHandler,
     field_validator,
 )
 
@@ -148,31 +149,6 @@ class Value(_Wire):
     statuses: list[Status] = Field(default_factory=list)
     errors: list[WebhookError] = Field(default_factory=list)
 
-    @field_validator("messages", "statuses", mode="wrap")
-    @classmethod
-    def _item_by_item(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        """One odd item must not cost the rest of the batch: a message whose content does not
-        parse is kept by its id as "not understood"; anything without an id is dropped."""
-        if not isinstance(value, list):
-            return handler(value)
-        try:
-            return handler(value)  # the usual case: every item parses
-        except ValidationError:
-            pass
-        kept: list[Any] = []
-        for item in value:
-            try:
-                kept.extend(handler([item]))
-            except ValidationError:
-                bare = _identity_only(item)
-                try:
-                    kept.extend(handler([bare]) if bare is not None else [])
-                except ValidationError:
-                    bare = None
-                if bare is None:
-                    logger.warning("whatsapp webhook: dropped an item without id or timestamp")
-        return kept
-
 
 def _to_utc(value: datetime) -> datetime:
     """The time in UTC; one that has none (year 1 at a positive offset) is not a timestamp."""
@@ -190,6 +166,39 @@ def _identity_only(item: Any) -> dict[str, Any] | None:
     return {key: item[key] for key in keys if key in item}
 
 
+_MESSAGE = TypeAdapter(Message)
+_STATUS = TypeAdapter(Status)
+
+
+def _parses(adapter: TypeAdapter[Any], item: Any) -> bool:
+    try:
+        adapter.validate_python(item)
+    except ValidationError:
+        return False
+    return True
+
+
+def _kept_messages(items: list[Any]) -> list[Any]:
+    """A message whose content does not parse is kept by its id as "not understood"; one
+    without an id or a timestamp is dropped."""
+    kept = []
+    for item in items:
+        if _parses(_MESSAGE, item):
+            kept.append(item)
+        elif (bare := _identity_only(item)) is not None and _parses(_MESSAGE, bare):
+            kept.append(bare)
+        else:
+            logger.warning("whatsapp webhook: dropped an item without id or timestamp")
+    return kept
+
+
+def _kept_statuses(items: list[Any]) -> list[Any]:
+    kept = [item for item in items if _parses(_STATUS, item)]
+    if len(kept) < len(items):
+        logger.warning("whatsapp webhook: dropped an item without id or timestamp")
+    return kept
+
+
 class Change(_Wire):
     field: str = "messages"
     value: Value = Field(default_factory=Value)
@@ -203,6 +212,63 @@ class Entry(_Wire):
 class WebhookEnvelope(_Wire):
     object: str | None = None
     entry: list[Entry] = Field(default_factory=list)
+
+
+def envelope_from_json(body: bytes | str) -> WebhookEnvelope | None:
+    """The envelope in `body`, or None when it is not one; ValueError (or RecursionError, for
+    nesting deeper than Python parses) when it is not JSON.
+
+    The usual webhook parses in one go, straight from the bytes. Only when that fails is the
+    document read as Python reads JSON, and item by item (`envelope_from_document`): pydantic's
+    parser is stricter than Python's (a lone surrogate in a string, say), and no sender's
+    message is refused over that.
+    """
+    try:
+        return WebhookEnvelope.model_validate_json(body)
+    except ValidationError:
+        pass
+    return envelope_from_document(json.loads(body))
+
+
+def envelope_from_document(document: Any) -> WebhookEnvelope | None:
+    """The envelope in a JSON document, or None when it is not one.
+
+    One odd message or status must not cost the rest of the batch: a message whose content
+    does not parse is kept by its id as "not understood"; an item without an id or a timestamp
+    is dropped.
+    """
+    try:
+        return WebhookEnvelope.model_validate(document)
+    except ValidationError:
+        pass
+    try:
+        return WebhookEnvelope.model_validate(_keep_what_parses(document))
+    except ValidationError:
+        return None
+
+
+def _keep_what_parses(document: Any) -> Any:
+    """`document` with each `messages[]` and `statuses[]` list reduced to the items that parse
+    (a copy: the caller's document is left as it is)."""
+    if not isinstance(document, dict) or not isinstance(document.get("entry"), list):
+        return document
+    entries = []
+    for entry in document["entry"]:
+        if isinstance(entry, dict) and isinstance(entry.get("changes"), list):
+            entry = {**entry, "changes": [_kept_change(change) for change in entry["changes"]]}
+        entries.append(entry)
+    return {**document, "entry": entries}
+
+
+def _kept_change(change: Any) -> Any:
+    if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
+        return change
+    value = dict(change["value"])
+    if isinstance(value.get("messages"), list):
+        value["messages"] = _kept_messages(value["messages"])
+    if isinstance(value.get("statuses"), list):
+        value["statuses"] = _kept_statuses(value["statuses"])
+    return {**change, "value": value}
 
 
 # Flattened events ---------------------------------------------------------------------------
