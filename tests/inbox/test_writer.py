@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import InboxEvent
+from invoiceiq.inbox import repository as inbox_repository
 from invoiceiq.inbox.writer import InboxWriter, NewEvent
 from invoiceiq.outbox.models import OutboxMessage
 
@@ -166,11 +167,15 @@ async def test_events_applied_in_the_batch_are_not_queued(
     writer.start()
     try:
         await writer.store([event(f"{unique}-1-now"), event(f"{unique}-2-later")])
-        await writer.store([event(f"{unique}-1-now")])  # a repeat: not given again
+        # A repeat is given again (applying must be idempotent) and queues nothing.
+        assert await writer.store([event(f"{unique}-1-now"), event(f"{unique}-2-later")]) == [
+            False,
+            False,
+        ]
     finally:
         await writer.stop()
 
-    assert seen == [[f"{unique}-1-now", f"{unique}-2-later"]]
+    assert seen == [[f"{unique}-1-now", f"{unique}-2-later"]] * 2
     assert await stored_ids(sessions, unique) == [f"{unique}-1-now", f"{unique}-2-later"]
     assert [r.payload["id"] for r in await queued(sessions, unique)] == [f"{unique}-2-later"]
 
@@ -195,26 +200,68 @@ async def test_a_writer_cancelled_mid_way_leaves_no_webhook_waiting_forever(
 async def test_a_batch_is_one_transaction_stored_and_queued_together_or_not_at_all(
     sessions: SessionFactory, unique: str
 ) -> None:
-    # A failure after the inbox rows are written (here in apply_now, before the outbox rows)
-    # must take the inbox rows with it: an event stored but never queued would never be handled.
-    async def fail_after_storing(
+    # What apply_now wrote, and the inbox and outbox rows, commit together or not at all: here
+    # apply_now writes, then storing the batch fails (a payload that is not JSON), and the
+    # failure must take apply_now's write with it. A half-written batch could mark statuses
+    # applied for events that are not stored, or store events that are never queued.
+    async def write_then_go_on(
         session: AsyncSession, events: list[NewEvent]
     ) -> set[tuple[str, str]]:
-        stored = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(InboxEvent)
-            .where(InboxEvent.external_id.startswith(unique))
+        await inbox_repository.insert_event(
+            session, source="test", external_id=f"{unique}-applied", payload={}
         )
-        assert stored == 2  # written, not yet committed
-        raise RuntimeError("the process died here")
+        return set()
 
-    writer = InboxWriter(sessions, apply_now=fail_after_storing)
+    writer = InboxWriter(sessions, apply_now=write_then_go_on)
     writer.start()
     try:
-        with pytest.raises(RuntimeError):
-            await writer.store([event(f"{unique}-1"), event(f"{unique}-2")])
+        with pytest.raises((TypeError, sa.exc.StatementError)):  # wrapped on SQLite
+            await writer.store(
+                [
+                    event(f"{unique}-1"),
+                    event(f"{unique}-2", payload={"id": f"{unique}-2", "x": {1}}),
+                ]
+            )
+        # The writer goes on: the next webhook is stored with its outbox row, and what its
+        # apply_now wrote with them.
+        assert await writer.store([event(f"{unique}-3")]) == [True]
     finally:
         await writer.stop()
 
-    assert await stored_ids(sessions, unique) == []
-    assert await queued(sessions, unique) == []
+    assert await stored_ids(sessions, unique) == [f"{unique}-3", f"{unique}-applied"]
+    assert [r.payload["id"] for r in await queued(sessions, unique)] == [f"{unique}-3"]
+
+
+async def test_after_postgresql_drops_its_connections_the_next_webhook_is_still_stored(
+    db_kind: str, database_url: str, sessions: SessionFactory, unique: str
+) -> None:
+    if db_kind != "postgresql":
+        pytest.skip("PostgreSQL only: a server that restarts drops every connection")
+    writer = InboxWriter(sessions)
+    writer.start()
+    try:
+        assert await writer.store([event(f"{unique}-before")]) == [True]
+        # As a restart does: every connection of the pool is now dead, and nobody checks a
+        # connection before use.
+        await drop_other_connections(database_url)
+        assert await writer.store([event(f"{unique}-after")]) == [True]
+    finally:
+        await writer.stop()
+
+    assert await stored_ids(sessions, unique) == [f"{unique}-after", f"{unique}-before"]
+    assert len(await queued(sessions, unique)) == 2
+
+
+async def drop_other_connections(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            dropped = await connection.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert dropped
+    finally:
+        await engine.dispose()

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.db.upsert import insert_if_absent
 from invoiceiq.inbox.models import InboxEvent
+from invoiceiq.outbox import repository as outbox
+from invoiceiq.outbox.states import OutboxStatus
 
 
 async def insert_event(
@@ -61,29 +63,55 @@ async def unprocessed_with_prefix(
 
 @dataclass(frozen=True)
 class NewInboxRow:
+    """An event to store; when it is new and `topic` is set, an outbox row of that topic (due
+    at `received_at`, ordered by `ordering_key`) hands it to the worker."""
+
     source: str
     external_id: str
     payload: dict[str, Any]
     received_at: datetime
+    topic: str | None = None
+    ordering_key: str | None = None
 
 
-# PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
+# PostgreSQL: the whole batch, inbox and outbox rows, in one statement whatever its size (arrays,
+# not rows). The outbox rows are those of outbox.repository.insert_many, for the events just
+# stored; the payload is sent once for both. A statement is atomic on its own, and it runs in
+# the caller's transaction.
 _INSERT_NEW_PG = sa.text(
     """
-    INSERT INTO inbox_event (id, source, external_id, payload, received_at)
-    SELECT gen_random_uuid(), source, external_id, CAST(payload AS jsonb), received_at
-    FROM unnest(
-        CAST(:sources AS text[]), CAST(:external_ids AS text[]), CAST(:payloads AS text[]),
-        CAST(:received AS timestamptz[])
-    ) AS incoming(source, external_id, payload, received_at)
-    ON CONFLICT (source, external_id) DO NOTHING
-    RETURNING source, external_id
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:sources AS text[]), CAST(:external_ids AS text[]), CAST(:payloads AS text[]),
+            CAST(:received AS timestamptz[]), CAST(:topics AS text[]),
+            CAST(:ordering_keys AS text[])
+        ) AS incoming(source, external_id, payload, received_at, topic, ordering_key)
+    ),
+    stored AS (
+        INSERT INTO inbox_event (id, source, external_id, payload, received_at)
+        SELECT gen_random_uuid(), source, external_id, CAST(payload AS jsonb), received_at
+        FROM incoming
+        ON CONFLICT (source, external_id) DO NOTHING
+        RETURNING source, external_id, payload
+    ),
+    queued AS (
+        INSERT INTO outbox_message
+            (id, topic, payload, ordering_key, status, attempts, available_at, created_at,
+             updated_at)
+        SELECT gen_random_uuid(), incoming.topic, stored.payload, incoming.ordering_key,
+               :pending, 0, incoming.received_at, incoming.received_at, incoming.received_at
+        FROM stored JOIN incoming USING (source, external_id)
+        WHERE incoming.topic IS NOT NULL
+        RETURNING 1
+    )
+    SELECT source, external_id FROM stored
     """
 )
 
 
 async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tuple[str, str]]:
-    """Insert the rows whose (source, external id) is not stored yet; the keys inserted.
+    """Insert the rows whose (source, external id) is not stored yet, each with its outbox row;
+    the keys inserted.
 
     `rows` must not repeat a key.
     """
@@ -97,6 +125,9 @@ async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tupl
                 "external_ids": [r.external_id for r in rows],
                 "payloads": [json.dumps(r.payload) for r in rows],
                 "received": [r.received_at for r in rows],
+                "topics": [r.topic for r in rows],
+                "ordering_keys": [r.ordering_key for r in rows],
+                "pending": OutboxStatus.PENDING.value,
             },
         )
         return {(str(row.source), str(row.external_id)) for row in result}
@@ -115,4 +146,12 @@ async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tupl
             for r in rows
         ],
     )
-    return {(str(row.source), str(row.external_id)) for row in result}
+    stored = {(str(row.source), str(row.external_id)) for row in result}
+    queued = [
+        outbox.NewOutboxRow(r.topic, r.payload, r.ordering_key, r.received_at)
+        for r in rows
+        if r.topic is not None and (r.source, r.external_id) in stored
+    ]
+    if queued:
+        await outbox.insert_many(session, queued)
+    return stored

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.db.engine import SessionFactory
@@ -53,8 +54,8 @@ class _Waiting:
     done: asyncio.Future[list[bool]]
 
 
-# Run in the batch's transaction with its new events; returns the (source, id) of those it
-# applied there, which then need no outbox row.
+# Run in the batch's transaction with its events, new or repeated (so it must be idempotent);
+# returns the (source, id) of those it applied there, which then need no outbox row.
 ApplyNow = Callable[[AsyncSession, list[NewEvent]], Awaitable[set[tuple[str, str]]]]
 
 
@@ -121,7 +122,7 @@ class InboxWriter:
 
     async def _write_batch(self, batch: list[_Waiting]) -> None:
         try:
-            flags = await write(self._sessions, [item.events for item in batch], self._apply_now)
+            flags = await self._write([item.events for item in batch])
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0], error=error)
@@ -129,7 +130,7 @@ class InboxWriter:
             log.warning("inbox batch not stored; storing its webhooks one by one")
             for item in batch:
                 try:
-                    (one,) = await write(self._sessions, [item.events], self._apply_now)
+                    (one,) = await self._write([item.events])
                 except Exception as single_error:
                     _settle(item, error=single_error)
                 else:
@@ -139,8 +140,21 @@ class InboxWriter:
             _settle(item, flags=item_flags)
 
     async def _write_alone(self, events: list[NewEvent]) -> list[bool]:
-        (flags,) = await write(self._sessions, [events], self._apply_now)
+        (flags,) = await self._write([events])
         return flags
+
+    async def _write(self, groups: list[list[NewEvent]]) -> list[list[bool]]:
+        """`write`, once more on a new connection when the first one turned out to be dead
+        (PostgreSQL restarted: the pool checks no connection before use, and SQLAlchemy then
+        replaces them all). Safe to repeat: what the lost transaction committed, if it did,
+        reads as repeats."""
+        try:
+            return await write(self._sessions, groups, self._apply_now)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.warning("inbox batch: the database connection was lost; writing it again")
+            return await write(self._sessions, groups, self._apply_now)
 
 
 def _settle(
@@ -159,8 +173,9 @@ async def write(
 ) -> list[list[bool]]:
     """Store each group's events in one transaction; per group, True for each new event.
 
-    New events are given to `apply_now` in that transaction; those it did not apply, and that
-    have a topic, are queued for the worker.
+    The events are first given to `apply_now` in that transaction (repeats too: what it applies
+    must be idempotent); the new events it did not apply, and that have a topic, are queued for
+    the worker. Applying first lets the inbox and outbox rows be written in one statement.
 
     A repeat of an event, stored before or earlier in the same batch, is False.
     """
@@ -169,24 +184,22 @@ async def write(
     for events in groups:
         for event in events:
             firsts.setdefault((event.source, event.external_id), event)
-    times = {key: now + index * _TICK for index, key in enumerate(firsts)}
-    rows = [
-        repository.NewInboxRow(event.source, event.external_id, event.payload, times[key])
-        for key, event in firsts.items()
-    ]
     async with unit_of_work(sessions) as session:
+        applied = await apply_now(session, list(firsts.values())) if apply_now else set()
+        rows = [
+            repository.NewInboxRow(
+                event.source,
+                event.external_id,
+                event.payload,
+                now + index * _TICK,
+                None if key in applied else event.topic,
+                event.ordering_key,
+            )
+            for index, (key, event) in enumerate(firsts.items())
+        ]
         stored = await repository.insert_new(session, rows)
-        new = [event for key, event in firsts.items() if key in stored]
-        applied = await apply_now(session, new) if apply_now and new else set()
-        await outbox.enqueue_many(
-            session,
-            [
-                outbox.NewRow(event.topic, event.payload, event.ordering_key, times[key])
-                for event in new
-                if event.topic is not None
-                and (key := (event.source, event.external_id)) not in applied
-            ],
-        )
+        if any(row.topic is not None and (row.source, row.external_id) in stored for row in rows):
+            outbox.note_enqueued(session)
     seen: set[tuple[str, str]] = set()
     flags: list[list[bool]] = []
     for events in groups:

@@ -57,3 +57,9 @@ async def enqueue_many(session: AsyncSession, rows: list[NewRow]) -> None:
         [repository.NewOutboxRow(row.topic, row.payload, row.ordering_key, row.at) for row in rows],
     )
     session.info["outbox_enqueued"] = True
+
+
+def note_enqueued(session: AsyncSession) -> None:
+    """Rows were added to the outbox in `session` by a repository of its own (the inbox's):
+    its commit wakes the in-process worker as `enqueue` does."""
+    session.info["outbox_enqueued"] = True
