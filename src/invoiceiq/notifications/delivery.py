@@ -72,12 +72,11 @@ def progress(entry: MessageLog | None) -> str | None:
     return PROGRESS[entry.status]
 
 
-async def on_accepted(session: AsyncSession, log_id: uuid.UUID) -> None:
-    """The provider accepted the message: an invoice becomes SENT."""
-    entry = await repository.get(session, log_id)
-    if entry is None or entry.kind != "invoice" or entry.invoice_id is None:
+async def on_accepted(session: AsyncSession, accepted: repository.Accepted | None) -> None:
+    """The provider accepted the message (`repository.record_sent`): an invoice becomes SENT."""
+    if accepted is None or accepted.kind != "invoice" or accepted.invoice_id is None:
         return
-    invoice = await invoice_repository.get(session, entry.invoice_id)
+    invoice = await invoice_repository.get(session, accepted.invoice_id)
     if invoice is not None:
         await invoice_service.mark_sent(session, invoice)
 

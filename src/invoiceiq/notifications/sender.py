@@ -79,14 +79,14 @@ class Sender:
             plan.message.template.name if plan.as_template and plan.message.template else None
         )
         async with unit_of_work(self._sessions) as session:
-            await repository.record_sent(
+            accepted = await repository.record_sent(
                 session,
                 log_id,
                 provider_id=sent.message_id,
                 template_name=template_name,
                 at=utcnow(),
             )
-            await delivery.on_accepted(session, log_id)
+            await delivery.on_accepted(session, accepted)
             return await finish(session, row)
 
     async def _plan(self, log_id: uuid.UUID, *, force_template: bool) -> Plan | None:
