@@ -56,3 +56,20 @@ async def test_concurrent_duplicates_record_exactly_once(sessions: SessionFactor
     gate.set()
     assert sorted(await asyncio.gather(*racers)) == [False] * 5 + [True]
     assert await _count(sessions) == 1
+
+
+async def test_an_event_is_taken_for_processing_once_and_only_when_that_commits(
+    sessions: SessionFactory,
+) -> None:
+    async with unit_of_work(sessions) as session:
+        assert await inbox.record(session, "whatsapp", "wamid.T", {})
+        assert await inbox.take_unprocessed(session, "whatsapp", "wamid.never-stored") is None
+    async with sessions() as session:  # a handler that failed: its mark goes with its effects
+        assert await inbox.take_unprocessed(session, "whatsapp", "wamid.T") is True
+        await session.rollback()
+    async with unit_of_work(sessions) as session:
+        assert await inbox.take_unprocessed(session, "whatsapp", "wamid.T") is True
+    async with unit_of_work(sessions) as session:
+        assert await inbox.take_unprocessed(session, "whatsapp", "wamid.T") is False
+        event = await inbox.get(session, "whatsapp", "wamid.T")
+    assert event is not None and event.processed_at is not None

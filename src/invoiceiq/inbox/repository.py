@@ -37,12 +37,37 @@ async def get_event(session: AsyncSession, *, source: str, external_id: str) -> 
     )
 
 
+_TABLE: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
+
+
 async def mark_processed(
     session: AsyncSession, event_id: uuid.UUID, *, at: datetime, error: str | None = None
 ) -> None:
     await session.execute(
-        sa.update(InboxEvent).where(InboxEvent.id == event_id).values(processed_at=at, error=error)
+        sa.update(_TABLE).where(_TABLE.c.id == event_id).values(processed_at=at, error=error)
     )
+
+
+async def take_unprocessed(
+    session: AsyncSession, *, source: str, external_id: str, at: datetime
+) -> bool | None:
+    """Mark the event processed at `at` unless it was already: True when this call marked it,
+    False when it had been processed before, None when it is not stored.
+
+    One statement on the usual path; the row stays locked until the caller's transaction ends.
+    """
+    c = _TABLE.c
+    this = sa.and_(c.source == source, c.external_id == external_id)
+    marked = await session.scalar(
+        sa.update(_TABLE)
+        .where(this, c.processed_at.is_(None))
+        .values(processed_at=at)
+        .returning(c.id)
+    )
+    if marked is not None:
+        return True
+    stored = await session.scalar(sa.select(c.id).where(this))
+    return False if stored is not None else None
 
 
 async def unprocessed_with_prefix(

@@ -33,3 +33,12 @@ async def mark_processed(
     session: AsyncSession, event: InboxEvent, error: str | None = None
 ) -> None:
     await repository.mark_processed(session, event.id, at=utcnow(), error=error)
+
+
+async def take_unprocessed(session: AsyncSession, source: str, external_id: str) -> bool | None:
+    """Mark the event processed in the caller's transaction, with the effects of handling it,
+    unless it was already: True when marked now, False when it was processed before (handle it
+    no more), None when it was never stored."""
+    return await repository.take_unprocessed(
+        session, source=source, external_id=external_id, at=utcnow()
+    )

@@ -132,14 +132,11 @@ async def handle_event(
     re-claimed after a crash) does not answer it twice; statuses are idempotent as they are.
     """
     if topic == INBOUND_TOPIC:
-        event = await inbox.get(session, SOURCE_MESSAGE, payload["wamid"])
-        if event is not None and event.processed_at is not None:
-            return True
+        if await inbox.take_unprocessed(session, SOURCE_MESSAGE, payload["wamid"]) is False:
+            return True  # answered before, by a run of this row that committed
         await conversation_service.handle_message(
             session, settings, adapter.incoming_from_json(payload)
         )
-        if event is not None:
-            await inbox.mark_processed(session, event)
         return True
     return await delivery.apply_status(
         session,
