@@ -14,7 +14,7 @@ from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice, MessageLog, OutboxMessage
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.notifications import delivery
+from invoiceiq.notifications import delivery, repository
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.models import DeliveryStatus
 from invoiceiq.notifications.schemas import Outbound, TemplateCall
@@ -252,3 +252,61 @@ async def test_many_statuses_leave_failures_and_unknown_names_to_the_one_by_one_
     assert await advance(sessions, ("wamid.SENT1", "failed"), ("wamid.SENT1", "deleted")) == set()
     assert (await entry_of(sessions, entry.id)).status is DeliveryStatus.SENT
     assert await alerts(sessions) == []
+
+
+# record_sent, from each state a message can be in when its send is answered: (status before,
+# provider id before, error before) → (status after, error after).
+ACCEPTED_FROM = [
+    pytest.param(DeliveryStatus.QUEUED, None, None, DeliveryStatus.SENT, None, id="queued"),
+    # An operator's `outbox retry` of a send that failed before WhatsApp ever took it.
+    pytest.param(DeliveryStatus.FAILED, None, "131000", DeliveryStatus.SENT, None, id="restart"),
+    # Failed after WhatsApp took an earlier copy: the failure stands.
+    pytest.param(
+        DeliveryStatus.FAILED, "wamid.OLD", "131047", DeliveryStatus.FAILED, "131047", id="failed"
+    ),
+    # Statuses only move forward.
+    pytest.param(
+        DeliveryStatus.DELIVERED, "wamid.OLD", None, DeliveryStatus.DELIVERED, None, id="delivered"
+    ),
+    pytest.param(DeliveryStatus.READ, "wamid.OLD", None, DeliveryStatus.READ, None, id="read"),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "wamid_before", "error_before", "after", "error"), ACCEPTED_FROM
+)
+async def test_an_accepted_send_is_recorded_from_every_state(
+    session: AsyncSession,
+    before: DeliveryStatus,
+    wamid_before: str | None,
+    error_before: str | None,
+    after: DeliveryStatus,
+    error: str | None,
+) -> None:
+    invoice = await factories.invoice(session)
+    entry = await logged(session, invoice)
+    await session.execute(
+        sa.update(MessageLog)
+        .where(MessageLog.id == entry.id)
+        .values(status=before, provider_message_id=wamid_before, error_code=error_before)
+    )
+    at = utcnow()
+
+    accepted = await repository.record_sent(
+        session, entry.id, provider_id="wamid.NEW", template_name="invoice_new", at=at
+    )
+
+    assert accepted == repository.Accepted("invoice", invoice.id)
+    await session.refresh(entry)
+    assert (entry.status, entry.error_code) == (after, error)
+    assert (entry.provider_message_id, entry.template_name) == ("wamid.NEW", "invoice_new")
+    assert entry.status_at == at
+
+
+async def test_recording_a_send_of_no_such_message_changes_nothing(session: AsyncSession) -> None:
+    assert (
+        await repository.record_sent(
+            session, uuid.uuid4(), provider_id="wamid.NEW", template_name=None, at=utcnow()
+        )
+        is None
+    )

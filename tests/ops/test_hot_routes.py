@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from conftest import make_settings
 from invoiceiq.error_handlers import install_error_handlers
 from invoiceiq.errors import AppError
+from invoiceiq.main import create_app
 from invoiceiq.ops.hot_routes import App
 from invoiceiq.ops.middleware import RequestContextMiddleware
 
@@ -136,13 +138,45 @@ async def test_a_crash_on_the_hot_way_is_a_500_with_an_id_and_the_stack_only_in_
 
 
 async def test_a_request_under_a_root_path_goes_the_usual_way(usual: list[str]) -> None:
+    # Behind a proxy that mounts the app under a prefix, the path alone does not say which route
+    # it is: the usual router decides. The scope is built by hand so that its path is exactly
+    # the hot one while a root path is set.
     app = App()
     app.add_middleware(PathsSeen, seen=usual)
     app.add_api_route("/hot-test", hot, methods=["POST"])
     app.add_hot_route("POST", "/hot-test", hot)
-    transport = httpx.ASGITransport(app=app, root_path="/behind-a-proxy")
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/behind-a-proxy/hot-test", content=b"x")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/hot-test",
+        "raw_path": b"/hot-test",
+        "root_path": "/behind-a-proxy",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+    sent: list[dict[str, Any]] = []
 
-    assert response.json() == {"hot": True, "body": "x"}
-    assert usual == ["POST /behind-a-proxy/hot-test"]
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+
+    assert sent[0]["status"] == 200
+    assert usual == ["POST /hot-test"]
+
+
+def test_the_app_has_no_middleware_the_hot_way_would_skip() -> None:
+    # The hot way wraps its routes in RequestContextMiddleware only: a middleware added to the
+    # app later (a body limit, CORS, authentication…) would not apply to them. Whoever adds one
+    # decides here whether the hot routes need it too.
+    app = create_app(make_settings(database_url="sqlite+aiosqlite:///unused.db"))
+
+    assert [m.cls for m in app.user_middleware] == [RequestContextMiddleware]

@@ -43,8 +43,9 @@ _TABLE: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
 async def mark_processed(
     session: AsyncSession, event_id: uuid.UUID, *, at: datetime, error: str | None = None
 ) -> None:
+    # Through the ORM: an InboxEvent loaded in this session sees its new processed_at.
     await session.execute(
-        sa.update(_TABLE).where(_TABLE.c.id == event_id).values(processed_at=at, error=error)
+        sa.update(InboxEvent).where(InboxEvent.id == event_id).values(processed_at=at, error=error)
     )
 
 

@@ -82,7 +82,9 @@ class InboxWriter:
     async def store(self, events: list[NewEvent]) -> list[bool]:
         """Store `events` and queue their handling; True for each one that is new.
 
-        Returns once they are committed; raises when they could not be stored.
+        Returns once they are committed; raises when they could not be stored. (After a lost
+        connection whose transaction did commit, the batch written again finds its own events:
+        they read as repeats, False, though they were stored and queued once, as they should.)
         """
         if not events:
             return []

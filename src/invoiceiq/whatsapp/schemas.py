@@ -193,9 +193,12 @@ def _kept_messages(items: list[Any]) -> list[Any]:
 
 
 def _kept_statuses(items: list[Any]) -> list[Any]:
-    kept = [item for item in items if _parses(_STATUS, item)]
-    if len(kept) < len(items):
-        logger.warning("whatsapp webhook: dropped an item without id or timestamp")
+    kept = []
+    for item in items:
+        if _parses(_STATUS, item):
+            kept.append(item)
+        else:
+            logger.warning("whatsapp webhook: dropped an item without id or timestamp")
     return kept
 
 
