@@ -101,9 +101,9 @@ class NewInboxRow:
 
 
 # PostgreSQL: the whole batch, inbox and outbox rows, in one statement whatever its size (arrays,
-# not rows). The outbox rows are those of outbox.repository.insert_many, for the events just
-# stored; the payload is sent once for both. A statement is atomic on its own, and it runs in
-# the caller's transaction.
+# not rows). The outbox rows are those outbox.repository.insert_many writes elsewhere, for the
+# events just stored; the payload is sent once for both. A statement is atomic on its own, and
+# it runs in the caller's transaction.
 _INSERT_NEW_PG = sa.text(
     """
     WITH incoming AS (
@@ -157,11 +157,10 @@ async def insert_new(session: AsyncSession, rows: list[NewInboxRow]) -> set[tupl
             },
         )
         return {(str(row.source), str(row.external_id)) for row in result}
-    table: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
     result = await session.execute(
-        sqlite.insert(table)
+        sqlite.insert(_TABLE)
         .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        .returning(table.c.source, table.c.external_id),
+        .returning(_TABLE.c.source, _TABLE.c.external_id),
         [
             {
                 "source": r.source,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,33 +59,9 @@ class NewOutboxRow:
     at: datetime  # due, and created: rows sharing an ordering key run in this order
 
 
-# PostgreSQL: the whole batch in one prepared statement whatever its size (arrays, not rows).
-_INSERT_MANY_PG = sa.text(
-    """
-    INSERT INTO outbox_message
-        (id, topic, payload, ordering_key, status, attempts, available_at, created_at, updated_at)
-    SELECT gen_random_uuid(), topic, CAST(payload AS jsonb), ordering_key, :pending, 0, at, at, at
-    FROM unnest(
-        CAST(:topics AS text[]), CAST(:payloads AS text[]), CAST(:ordering_keys AS text[]),
-        CAST(:ats AS timestamptz[])
-    ) AS queued(topic, payload, ordering_key, at)
-    """
-)
-
-
 async def insert_many(session: AsyncSession, rows: list[NewOutboxRow]) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            _INSERT_MANY_PG,
-            {
-                "pending": OutboxStatus.PENDING.value,
-                "topics": [r.topic for r in rows],
-                "payloads": [json.dumps(r.payload) for r in rows],
-                "ordering_keys": [r.ordering_key for r in rows],
-                "ats": [r.at for r in rows],
-            },
-        )
-        return
+    """Add many rows (without dedupe keys) in one statement. On PostgreSQL the inbox writes its
+    rows together with its own (inbox.repository.insert_new); this is the portable way."""
     await session.execute(
         sa.insert(_M),
         [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,27 +35,6 @@ async def enqueue(
     if added:
         session.info["outbox_enqueued"] = True
     return added
-
-
-@dataclass(frozen=True)
-class NewRow:
-    """An outbox row for `enqueue_many`: due at `at`, ordered by `at` within its ordering key."""
-
-    topic: str
-    payload: dict[str, Any]
-    ordering_key: str | None
-    at: datetime
-
-
-async def enqueue_many(session: AsyncSession, rows: list[NewRow]) -> None:
-    """Add many rows (without dedupe keys) in the caller's transaction, in one statement."""
-    if not rows:
-        return
-    await repository.insert_many(
-        session,
-        [repository.NewOutboxRow(row.topic, row.payload, row.ordering_key, row.at) for row in rows],
-    )
-    session.info["outbox_enqueued"] = True
 
 
 def note_enqueued(session: AsyncSession) -> None:

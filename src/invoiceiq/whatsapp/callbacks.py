@@ -73,7 +73,8 @@ async def receive(request: Request) -> Response:
     return Response(_OK, media_type="application/json")
 
 
-# Registered first: routes are matched in order, and this is the busiest one.
+# Registered first: routes are matched in order, and this is the busiest one. The app sends its
+# requests past the router (ops/hot_routes.py); the router serves it behind a root path.
 router.add_route("/whatsapp/webhook", receive, methods=["POST"], include_in_schema=False)
 
 
