@@ -209,17 +209,35 @@ def test_serve_answers_health_checks_and_stops_on_sigterm(
 
 def test_worker_stops_on_sigterm(tmp_path: Path, server_log: Path) -> None:
     path = tmp_path / "worker.db"
-    process = _start(["worker"], tmp_path, server_log, database_url=f"sqlite+aiosqlite:///{path}")
+    output = _worker_until(tmp_path, server_log, f"sqlite+aiosqlite:///{path}", "worker started")
+    assert "outbox_message" in tables(path)
+    assert "outbox listener" not in output  # SQLite: its one process wakes its own worker
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
+def test_worker_on_postgresql_listens_for_rows_other_processes_commit(
+    tmp_path: Path, server_log: Path, database_url: str
+) -> None:
+    _worker_until(tmp_path, server_log, database_url, "outbox listener listening")
+
+
+def _worker_until(tmp_path: Path, log: Path, database_url: str, text: str) -> str:
+    """Start `invoiceiq worker`, wait for `text` in its log, stop it cleanly; its log."""
+    process = _start(["worker"], tmp_path, log, database_url=database_url)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "worker started" not in server_log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"worker did not start:\n{server_log.read_text()}")
-            time.sleep(0.2)
+        _wait_for_log(process, log, text)
     finally:
         code = _stop(process) if process.poll() is None else process.returncode
-    output = server_log.read_text()
+    output = log.read_text()
     assert code == 0, output
     assert "worker stopped" in output
     assert "Traceback" not in output
-    assert "outbox_message" in tables(path)
+    return output
+
+
+def _wait_for_log(process: subprocess.Popen[bytes], log: Path, text: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while text not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} in the log:\n{log.read_text()}")
+        time.sleep(0.2)

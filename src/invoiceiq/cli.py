@@ -25,6 +25,7 @@ from invoiceiq.handlers import outbox_handlers
 from invoiceiq.main import create_app, worker_options
 from invoiceiq.ops.logging import configure_logging
 from invoiceiq.outbox.cli import outbox_app
+from invoiceiq.outbox.listener import listen_for_new_rows
 from invoiceiq.payments.cli import payments_app
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.cli import simulator as simulator_command
@@ -173,6 +174,8 @@ async def _run_worker(settings: Settings) -> None:
         loop.add_signal_handler(
             sig, lambda: stopping.append(loop.create_task(outbox_worker.stop()))
         )
+    # Rows that `serve` (or another worker) commits wake this worker through PostgreSQL.
+    listener = asyncio.create_task(listen_for_new_rows(engine, outbox_worker.wake))
     freeze_startup_objects()
     log.info("worker started")
     try:
@@ -180,6 +183,8 @@ async def _run_worker(settings: Settings) -> None:
         if stopping:
             await asyncio.gather(*stopping)
     finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
         await providers.aclose()
         await engine.dispose()
     log.info("worker stopped")
