@@ -108,6 +108,10 @@ def render_app_error(request: Request, exc: AppError) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    return render_http_error(request, exc)
+
+
+def render_http_error(request: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else "Request refused."
     if wants_html(request.scope):

@@ -1,5 +1,9 @@
 """Per-request id, one log line, and metrics: a plain ASGI middleware (cheap on the hot path).
 
+It also refuses bodies over `MAX_BODY_BYTES` with a 413 in our error shape: a declared length at
+once, a chunked body as soon as it passes the limit. Every request passes here, the hot route
+too (ops/hot_routes.py), so the limit holds everywhere.
+
 It also renders unhandled errors. Starlette hands `Exception` handlers to its outermost
 ServerErrorMiddleware, which runs after this middleware has returned: the log line would lose
 the request id and the 500 its X-Request-ID. Rendering here keeps both.
@@ -15,27 +19,41 @@ import secrets
 import time
 from typing import Any
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from invoiceiq.error_handlers import unhandled_response
+from invoiceiq.error_handlers import render_http_error, unhandled_response
 from invoiceiq.ops import metrics
 from invoiceiq.ops.logging import request_id_var
 
 log = logging.getLogger("invoiceiq.http")
 SLOW_REQUEST_S = 0.5
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Far above any webhook batch, STK callback, API body or invoice PDF we handle (all kilobytes);
+# small enough that nobody fills the server's memory with one request.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI lets it through its body parsing to our handler."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="The request body is too large.")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or _new_request_id()
+        incoming_id, declared_length = _read_headers(scope)
+        request_id = incoming_id or _new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -52,7 +70,16 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if declared_length is not None and declared_length > self.max_body_bytes:
+                too_large = render_http_error(Request(scope), BodyTooLarge())
+                await too_large(scope, receive, send_with_id)
+            elif declared_length is None:
+                # Chunked: the server cannot know the size up front; count as it arrives.
+                receive = _limited(receive, self.max_body_bytes)
+                await self.app(scope, receive, send_with_id)
+            else:
+                # The server reads exactly the declared length, no more.
+                await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 log.exception("error after the response started")
@@ -101,12 +128,33 @@ def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
     )
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def _read_headers(scope: Scope) -> tuple[str | None, int | None]:
+    """The incoming request id (when safe to echo) and the declared body length, in one pass."""
+    request_id: str | None = None
+    length: int | None = None
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             text: str = value.decode("latin-1")
-            return text if _SAFE_ID.match(text) else None
-    return None
+            request_id = text if _SAFE_ID.match(text) else None
+        elif name == b"content-length":
+            # The server has refused a length that is not a number before we get here.
+            length = int(value) if value.isdigit() else None
+    return request_id, length
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def receive_within_limit() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge()
+        return message
+
+    return receive_within_limit
 
 
 def _route_label(scope: Scope) -> str:
