@@ -7,6 +7,7 @@ back from the message log, as the worker would send them.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -351,5 +352,62 @@ async def test_a_stored_message_handled_again_is_answered_once(
                 session, settings, callbacks.INBOUND_TOPIC, payload
             )
         assert handled
+    assert len(await invoices(sessions)) == 1
+    assert kinds(await merchant.replies()) == ["confirmation"]
+
+
+async def stored_message(sessions: SessionFactory, text: str) -> dict[str, object]:
+    """A merchant's message as the webhook stores it; its payload, as the worker gets it."""
+    message = IncomingMessage(_wamid(), MERCHANT, "text", text=text)
+    payload = adapter.incoming_to_json(message)
+    async with sessions() as session, session.begin():
+        assert await inbox.record(session, callbacks.SOURCE_MESSAGE, message.wamid, payload)
+    return payload
+
+
+async def test_two_workers_handling_one_stored_message_at_once_answer_it_once(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    """Two runs of one message at the same moment (a lease that expired under a slow worker):
+    the second waits for the first's transaction, then finds the message answered."""
+    payload = await stored_message(sessions, "invoice 0712345678 500 Cake")
+    settings = make_settings(database_url=database_url)
+    gate = asyncio.Event()
+
+    async def run() -> bool:
+        await gate.wait()
+        async with sessions() as session, session.begin():
+            return await callbacks.handle_event(session, settings, callbacks.INBOUND_TOPIC, payload)
+
+    racers = [asyncio.create_task(run()) for _ in range(2)]
+    gate.set()
+    assert await asyncio.gather(*racers) == [True, True]
+    assert len(await invoices(sessions)) == 1
+    assert kinds(await merchant.replies()) == ["confirmation"]
+
+
+class CrashBeforeCommit(Exception):
+    pass
+
+
+async def test_a_run_that_fails_before_its_commit_leaves_the_message_to_the_next_run(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    """The message is marked processed in the transaction of its effects: a run that dies
+    before committing leaves neither, and the next run answers it, once."""
+    payload = await stored_message(sessions, "invoice 0712345678 500 Cake")
+    settings = make_settings(database_url=database_url)
+    with pytest.raises(CrashBeforeCommit):
+        async with sessions() as session, session.begin():
+            await callbacks.handle_event(session, settings, callbacks.INBOUND_TOPIC, payload)
+            raise CrashBeforeCommit()
+    assert await invoices(sessions) == []
+    assert await merchant.replies() == []
+    async with sessions() as session:
+        event = await inbox.get(session, callbacks.SOURCE_MESSAGE, str(payload["wamid"]))
+    assert event is not None and event.processed_at is None
+
+    async with sessions() as session, session.begin():
+        assert await callbacks.handle_event(session, settings, callbacks.INBOUND_TOPIC, payload)
     assert len(await invoices(sessions)) == 1
     assert kinds(await merchant.replies()) == ["confirmation"]
