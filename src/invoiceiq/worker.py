@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.engine import SessionFactory, single_statement_sessions
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.phone import mask_phones_in_text
@@ -85,7 +85,8 @@ class Worker:
     def __init__(
         self, sessions: SessionFactory, handlers: Mapping[str, Handler], options: WorkerOptions
     ) -> None:
-        self._sessions = sessions
+        # Claims and outcomes are one statement each (`repository`): no BEGIN/COMMIT needed.
+        self._statements = single_statement_sessions(sessions)
         self._handlers = dict(handlers)
         self._options = options
         self._wake = asyncio.Event()
@@ -155,7 +156,7 @@ class Worker:
         # Abandoned rows are rare and wait a lease anyway: look for them once per poll
         # interval, not in every claim.
         bury = time.monotonic() - self._buried_at >= self._options.poll_interval
-        async with unit_of_work(self._sessions) as session:
+        async with unit_of_work(self._statements) as session:
             buried = 0
             if bury:
                 self._buried_at = time.monotonic()
@@ -237,7 +238,7 @@ class Worker:
         self, row: ClaimedRow, outcome: str, *, error: str | None = None, delay: float = 0.0
     ) -> None:
         now = utcnow()
-        async with unit_of_work(self._sessions) as session:
+        async with unit_of_work(self._statements) as session:
             if outcome == "done":
                 kept = await repository.mark_done(session, row, now=now)
             elif outcome == "dead":
@@ -255,7 +256,7 @@ class Worker:
         metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome=outcome).inc()
 
     async def _release(self, row: ClaimedRow) -> None:
-        async with unit_of_work(self._sessions) as session:
+        async with unit_of_work(self._statements) as session:
             await repository.reschedule(session, row, at=utcnow(), error="released at shutdown")
 
     @contextlib.asynccontextmanager
@@ -282,7 +283,7 @@ class Worker:
                 return
             until = utcnow() + timedelta(seconds=self._options.lease)
             try:
-                async with unit_of_work(self._sessions) as session:
+                async with unit_of_work(self._statements) as session:
                     if not await repository.extend_lease(session, row, until=until):
                         return
             except Exception:
