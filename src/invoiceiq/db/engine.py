@@ -80,8 +80,10 @@ def single_statement_sessions(sessions: SessionFactory) -> SessionFactory:
     transaction), two round trips fewer each. SQLite keeps its BEGIN IMMEDIATE: the same
     sessions are returned.
     """
-    engine = sessions.kw["bind"]
-    if engine.dialect.name != "postgresql":
+    if not isinstance(sessions, async_sessionmaker):
+        return sessions  # a factory we cannot look into (tests wrap theirs) is used as it is
+    engine = sessions.kw.get("bind")
+    if engine is None or engine.dialect.name != "postgresql":
         return sessions
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"),
