@@ -124,6 +124,39 @@ async def advance_status(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class ToSend:
+    """A logged message as the sender needs it, with when its recipient last wrote to us."""
+
+    phone: str
+    request: dict[str, Any] | None
+    provider_message_id: str | None
+    last_inbound_at: datetime | None
+
+
+def _to_send_statement() -> sa.Select[Any]:
+    c = _LOG.c
+    inbound = _LOG.alias("inbound")
+    last_inbound = (
+        sa.select(sa.func.max(inbound.c.created_at))
+        .where(inbound.c.phone == c.phone, inbound.c.direction == Direction.INBOUND)
+        .scalar_subquery()
+    )
+    return sa.select(c.phone, c.request, c.provider_message_id, last_inbound).where(
+        c.id == sa.bindparam("log_id")
+    )
+
+
+# Built once (one per send, on the worker's busiest path): SQLAlchemy caches its compiled form.
+_TO_SEND = _to_send_statement()
+
+
+async def to_send(session: AsyncSession, log_id: uuid.UUID) -> ToSend | None:
+    """The message and its recipient's last inbound time, in one statement; None if absent."""
+    row = (await session.execute(_TO_SEND, {"log_id": log_id})).first()
+    return None if row is None else ToSend(*row)
+
+
 async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
     """When this phone last wrote to the business (the start of its 24-hour window)."""
     return await session.scalar(

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from invoiceiq.config import Settings
-from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.engine import SessionFactory, single_statement_sessions
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.notifications import delivery, repository
@@ -41,6 +41,8 @@ class Sender:
         self, *, sessions: SessionFactory, client: WhatsAppClient, settings: Settings
     ) -> None:
         self._sessions = sessions
+        # The plan is one read: no BEGIN/COMMIT around it on PostgreSQL.
+        self._statements = single_statement_sessions(sessions)
         self._client = client
         self._settings = settings
 
@@ -90,14 +92,14 @@ class Sender:
             return await finish(session, row)
 
     async def _plan(self, log_id: uuid.UUID, *, force_template: bool) -> Plan | None:
-        async with unit_of_work(self._sessions) as session:
-            entry = await repository.get(session, log_id)
-            if entry is None or entry.provider_message_id is not None or entry.request is None:
-                return None
-            message = Outbound.from_json(entry.request)
-            in_window = await notifications.window_open(
-                session, entry.phone, window_seconds=self._settings.customer_window
-            )
+        async with unit_of_work(self._statements) as session:
+            entry = await repository.to_send(session, log_id)
+        if entry is None or entry.provider_message_id is not None or entry.request is None:
+            return None
+        message = Outbound.from_json(entry.request)
+        in_window = notifications.in_window(
+            entry.last_inbound_at, window_seconds=self._settings.customer_window
+        )
         as_template = message.template is not None and (force_template or not in_window)
         return Plan(entry.phone, message, as_template)
 
