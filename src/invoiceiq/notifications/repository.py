@@ -66,6 +66,28 @@ class Accepted:
 _LOG: sa.Table = MessageLog.__table__  # type: ignore[assignment]
 
 
+def _record_sent_statement() -> sa.Update:
+    c = _LOG.c
+    restarted = sa.and_(c.status == DeliveryStatus.FAILED, c.provider_message_id.is_(None))
+    moves = sa.or_(restarted, c.status.in_(BEHIND[DeliveryStatus.SENT]))
+    return (
+        sa.update(_LOG)
+        .where(c.id == sa.bindparam("log_id"))
+        .values(
+            provider_message_id=sa.bindparam("provider_id"),
+            template_name=sa.bindparam("template"),
+            status_at=sa.bindparam("at"),
+            error_code=sa.case((restarted, sa.null()), else_=c.error_code),
+            status=sa.case((moves, sa.literal(DeliveryStatus.SENT, c.status.type)), else_=c.status),
+        )
+        .returning(c.kind, c.invoice_id)
+    )
+
+
+# Built once: it runs for every message sent, on the worker's busiest path.
+_RECORD_SENT = _record_sent_statement()
+
+
 async def record_sent(
     session: AsyncSession,
     log_id: uuid.UUID,
@@ -81,20 +103,9 @@ async def record_sent(
     One statement (on the busiest path of the worker): each CASE reads the row as it was.
     None when there is no such message.
     """
-    c = _LOG.c
-    restarted = sa.and_(c.status == DeliveryStatus.FAILED, c.provider_message_id.is_(None))
-    moves = sa.or_(restarted, c.status.in_(BEHIND[DeliveryStatus.SENT]))
     result = await session.execute(
-        sa.update(_LOG)
-        .where(c.id == log_id)
-        .values(
-            provider_message_id=provider_id,
-            template_name=template_name,
-            status_at=at,
-            error_code=sa.case((restarted, sa.null()), else_=c.error_code),
-            status=sa.case((moves, sa.literal(DeliveryStatus.SENT, c.status.type)), else_=c.status),
-        )
-        .returning(c.kind, c.invoice_id)
+        _RECORD_SENT,
+        {"log_id": log_id, "provider_id": provider_id, "template": template_name, "at": at},
     )
     row = result.first()
     return None if row is None else Accepted(row.kind, row.invoice_id)

@@ -201,51 +201,63 @@ async def claim(
     return [ClaimedRow(r.id, r.topic, r.payload, r.attempts, token, r.ordering_key) for r in result]
 
 
-async def _update_claimed(session: AsyncSession, row: ClaimedRow, **values: Any) -> bool:
-    # On the table, not the mapped class: the same UPDATE without the ORM's bulk-update
-    # machinery, which cost more than the statement on the worker's busiest path.
+def _claimed_update(**values: Any) -> sa.Update:
+    """An UPDATE of one claimed row, for its claimant only; on the table, not the mapped class
+    (the ORM's bulk-update machinery cost more than the statement). Built once per outcome:
+    these run several times per row on the worker's busiest path."""
     c = _TABLE.c
-    result = await session.execute(
+    return (
         sa.update(_TABLE)
-        .where(c.id == row.id, c.claim_token == row.claim_token, c.status == OutboxStatus.RUNNING)
+        .where(
+            c.id == sa.bindparam("row_id"),
+            c.claim_token == sa.bindparam("row_token"),
+            c.status == OutboxStatus.RUNNING,
+        )
         .values(**values)
+    )
+
+
+_EXTEND_LEASE = _claimed_update(locked_until=sa.bindparam("until"))
+_MARK_DONE = _claimed_update(
+    status=OutboxStatus.DONE, done_at=sa.bindparam("now"), locked_until=None, claim_token=None
+)
+_RESCHEDULE = _claimed_update(
+    status=OutboxStatus.PENDING,
+    available_at=sa.bindparam("at"),
+    last_error=sa.bindparam("error"),
+    locked_until=None,
+    claim_token=None,
+)
+_MARK_DEAD = _claimed_update(
+    status=OutboxStatus.DEAD, last_error=sa.bindparam("error"), locked_until=None, claim_token=None
+)
+
+
+async def _update_claimed(
+    session: AsyncSession, statement: sa.Update, row: ClaimedRow, **params: Any
+) -> bool:
+    result = await session.execute(
+        statement, {"row_id": row.id, "row_token": row.claim_token, **params}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def extend_lease(session: AsyncSession, row: ClaimedRow, *, until: datetime) -> bool:
-    return await _update_claimed(session, row, locked_until=until)
+    return await _update_claimed(session, _EXTEND_LEASE, row, until=until)
 
 
 async def mark_done(session: AsyncSession, row: ClaimedRow, *, now: datetime) -> bool:
-    return await _update_claimed(
-        session, row, status=OutboxStatus.DONE, done_at=now, locked_until=None, claim_token=None
-    )
+    return await _update_claimed(session, _MARK_DONE, row, now=now)
 
 
 async def reschedule(
     session: AsyncSession, row: ClaimedRow, *, at: datetime, error: str | None
 ) -> bool:
-    return await _update_claimed(
-        session,
-        row,
-        status=OutboxStatus.PENDING,
-        available_at=at,
-        last_error=error,
-        locked_until=None,
-        claim_token=None,
-    )
+    return await _update_claimed(session, _RESCHEDULE, row, at=at, error=error)
 
 
 async def mark_dead(session: AsyncSession, row: ClaimedRow, *, error: str) -> bool:
-    return await _update_claimed(
-        session,
-        row,
-        status=OutboxStatus.DEAD,
-        last_error=error,
-        locked_until=None,
-        claim_token=None,
-    )
+    return await _update_claimed(session, _MARK_DEAD, row, error=error)
 
 
 async def count_by_status(session: AsyncSession) -> dict[OutboxStatus, int]:
