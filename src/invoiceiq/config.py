@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=8, ge=1)
     # The longest wait between two attempts of an outbox row (the backoff doubles up to it).
     outbox_backoff_max: float = Field(default=600, gt=0)
+    # How long one run of an outbox row may take, provider calls included; past it the run is
+    # cancelled and the row retried later (as after a crash), so one stuck call never holds a
+    # row, and the chat queued behind it, for ever.
+    outbox_handler_timeout: float = Field(default=120, gt=0)
     # How long a call to 360dialog or Daraja may take to answer; past it the call has "timed
     # out after sending" (STYLE §8): a WhatsApp send is retried, an STK push never is.
     provider_timeout: float = Field(default=15, gt=0)

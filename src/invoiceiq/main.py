@@ -35,6 +35,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         lease=settings.outbox_lease,
         max_attempts=settings.outbox_max_attempts,
         backoff_max=settings.outbox_backoff_max,
+        handler_timeout=settings.outbox_handler_timeout,
     )
 
 

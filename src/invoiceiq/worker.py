@@ -79,6 +79,8 @@ class WorkerOptions:
     backoff_max: float = 600.0
     # How long SIGTERM waits for handlers in hand before releasing their rows.
     stop_grace: float = 10.0
+    # The longest one run of a handler may take: then it is cancelled and its row retried.
+    handler_timeout: float = 120.0
 
 
 class Worker:
@@ -196,7 +198,7 @@ class Worker:
             await self._record(row, "dead", error=f"no handler for topic {row.topic!r}")
             return
         try:
-            async with self._leased(row):
+            async with self._leased(row), asyncio.timeout(self._options.handler_timeout):
                 recorded = await handler(row)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(row))
@@ -205,6 +207,11 @@ class Worker:
             await self._record(row, "dead", error=_describe(error))
         except RetryLater as error:
             await self._retry_or_bury(row, error, delay=error.delay)
+        except TimeoutError:
+            # Cancelled mid-way, as a crash would have stopped it: handlers are safe to re-run.
+            log.warning("outbox handler timed out", extra={"topic": row.topic, "row": str(row.id)})
+            timeout = self._options.handler_timeout
+            await self._retry_or_bury(row, TimeoutError(f"ran past {timeout:g} s"), delay=None)
         except Exception as error:
             log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
             await self._retry_or_bury(row, error, delay=None)

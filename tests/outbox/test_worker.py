@@ -156,6 +156,34 @@ async def test_failure_reschedules_with_backoff_and_keeps_the_error(
     assert (row.claim_token, row.locked_until) == (None, None)
 
 
+async def test_a_handler_that_runs_past_its_timeout_is_cancelled_and_retried(
+    sessions: SessionFactory,
+) -> None:
+    """A call that never ends (a provider trickling its answer) does not hold the row, and
+    the chat queued behind it, for ever: the run is cancelled and the row tried again."""
+    cancelled: list[int] = []
+    calls: list[int] = []
+
+    async def stuck_once(row: ClaimedRow) -> None:
+        calls.append(row.attempts)
+        if row.attempts == 1:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.append(row.attempts)
+                raise
+
+    row_id = await add(sessions)
+    worker = Worker(sessions, {TOPIC: stuck_once}, options(handler_timeout=0.2, backoff_base=0.05))
+    async with running(worker):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DONE)
+
+    assert cancelled == [1]
+    assert calls == [1, 2]
+    assert row.attempts == 2
+    assert row.last_error == "TimeoutError: ran past 0.2 s"
+
+
 async def test_transient_failure_is_retried_later_and_then_done(sessions: SessionFactory) -> None:
     attempts: list[int] = []
 
