@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("which", nargs="?", choices=["all", "ingest", "e2e"], default="all")
     parser.add_argument("--duration", type=int, default=15, help="ingest: seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32, help="ingest: wrk connections")
-    parser.add_argument("--rounds", type=int, default=2, help="ingest: ours/bare pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest: ours/bare pairs")
     parser.add_argument("--step", type=int, default=20, help="e2e: seconds per rate step")
     parser.add_argument(
         "--rates",
