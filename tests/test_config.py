@@ -275,6 +275,12 @@ def test_out_of_range_values_are_refused(name: str, value: Any) -> None:
     assert name.upper() in refusal(**{name: value})
 
 
+def test_a_handler_timeout_shorter_than_its_provider_calls_is_refused() -> None:
+    message = refusal(outbox_handler_timeout=40, provider_timeout=15)
+    assert "OUTBOX_HANDLER_TIMEOUT must be at least three times PROVIDER_TIMEOUT" in message
+    assert settings(outbox_handler_timeout=45, provider_timeout=15).outbox_handler_timeout == 45
+
+
 # --- DATABASE_URL -----------------------------------------------------------------------------
 
 

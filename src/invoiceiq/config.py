@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
+    def _handler_outlasts_its_calls(self) -> Settings:
+        # A run makes up to two provider calls (a Daraja token, then the push): cancelling it
+        # while they may still answer in time would only waste them.
+        if self.outbox_handler_timeout < 3 * self.provider_timeout:
+            raise ValueError("OUTBOX_HANDLER_TIMEOUT must be at least three times PROVIDER_TIMEOUT")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
             problems = production_problems(self)

@@ -158,6 +158,7 @@ class Worker:
         # Abandoned rows are rare and wait a lease anyway: look for them once per poll
         # interval, not in every claim.
         bury = time.monotonic() - self._buried_at >= self._options.poll_interval
+        # Two single statements, each atomic on its own; the claim sees what the burial did.
         async with unit_of_work(self._statements) as session:
             buried = 0
             if bury:
@@ -197,8 +198,9 @@ class Worker:
         if handler is None:
             await self._record(row, "dead", error=f"no handler for topic {row.topic!r}")
             return
+        deadline = asyncio.timeout(self._options.handler_timeout)
         try:
-            async with self._leased(row), asyncio.timeout(self._options.handler_timeout):
+            async with self._leased(row), deadline:
                 recorded = await handler(row)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(row))
@@ -207,11 +209,18 @@ class Worker:
             await self._record(row, "dead", error=_describe(error))
         except RetryLater as error:
             await self._retry_or_bury(row, error, delay=error.delay)
-        except TimeoutError:
-            # Cancelled mid-way, as a crash would have stopped it: handlers are safe to re-run.
-            log.warning("outbox handler timed out", extra={"topic": row.topic, "row": str(row.id)})
-            timeout = self._options.handler_timeout
-            await self._retry_or_bury(row, TimeoutError(f"ran past {timeout:g} s"), delay=None)
+        except TimeoutError as error:
+            failure: Exception = error
+            if deadline.expired():
+                # Cancelled mid-way, as a crash would have stopped it: handlers are safe to
+                # re-run. (A TimeoutError of the handler's own is an ordinary failure.)
+                log.warning(
+                    "outbox handler timed out", extra={"topic": row.topic, "row": str(row.id)}
+                )
+                failure = TimeoutError(f"ran past {self._options.handler_timeout:g} s")
+            else:
+                log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
+            await self._retry_or_bury(row, failure, delay=None)
         except Exception as error:
             log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
             await self._retry_or_bury(row, error, delay=None)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.error_handlers import install_error_handlers
@@ -91,6 +92,30 @@ async def test_a_body_at_the_limit_passes_and_one_byte_more_is_refused(
     accepted = await send(at_limit)
     assert accepted.status_code == 200, accepted.text
     assert_too_large(await send(over))
+
+
+class ReadsTheBody:
+    """A middleware that reads the whole body before the app (as a signature check would)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            while (await receive()).get("more_body", False):
+                pass
+        await self.app(scope, receive, send)
+
+
+async def test_a_body_read_outside_any_handler_is_still_refused_with_a_413() -> None:
+    app = App()
+    app.add_middleware(ReadsTheBody)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=LIMIT)
+    install_error_handlers(app)
+    app.add_api_route("/raw", echo, methods=["POST"])
+    async with client_for(app) as client:
+        response = await client.post("/raw", content=chunked(b"x" * (LIMIT + 1)))
+    assert_too_large(response)
 
 
 async def test_a_request_without_a_body_passes(client: httpx.AsyncClient) -> None:

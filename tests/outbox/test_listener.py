@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
 from invoiceiq.db.migrate import MIGRATIONS
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.outbox import listener
+from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.service import enqueue
 
 # Generous bound for a loaded machine; a test waits this long only when it is failing.
@@ -29,10 +30,13 @@ class Wakes:
     def __init__(self) -> None:
         self.count = 0
         self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> None:
         self.count += 1
-        asyncio.get_running_loop().create_task(self._notify())
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -89,21 +93,45 @@ async def test_a_commit_of_a_due_row_elsewhere_wakes_the_worker(
         await wakes.reach(3)
 
 
-async def test_rows_due_later_and_rolled_back_rows_wake_nobody(
-    db_kind: str, listener_engine: AsyncEngine, sessions: SessionFactory, unique: str
+async def test_the_trigger_notifies_once_per_commit_of_due_rows_and_never_otherwise(
+    db_kind: str, listener_engine: AsyncEngine, unique: str
 ) -> None:
+    """PostgreSQL hands a connection its own notifications when its commit completes, so one
+    connection that listens and writes counts them exactly."""
     postgres_only(db_kind)
-    async with listening(listener_engine) as wakes:
-        await add_row(sessions, f"{unique}-later", due_in=3600)
-        async with sessions() as session:
-            await enqueue(session, "test.listen", {"name": f"{unique}-rolled-back"})
-            await session.flush()
-            await session.rollback()
-        # Notifications arrive in commit order: had either of the above notified, its wake
-        # would be counted before this one's.
-        await add_row(sessions, f"{unique}-now")
-        await wakes.reach(2)
-        assert wakes.count == 2
+    table = OutboxMessage.__table__
+    received: list[str] = []
+
+    def row(name: str, *, due_in: float = 0.0) -> dict[str, object]:
+        at = utcnow() + timedelta(seconds=due_in)
+        return {
+            "topic": "test.trigger",
+            "payload": {"name": f"{unique}-{name}"},
+            "available_at": at,
+        }
+
+    async def commit(connection: AsyncConnection, *rows: dict[str, object]) -> int:
+        await connection.execute(sa.insert(table), list(rows))
+        await connection.commit()
+        await asyncio.sleep(0)  # asyncpg runs listener callbacks on the next loop turn
+        return len(received)
+
+    async with listener_engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.add_listener(listener.CHANNEL, lambda *args: received.append(args[2]))
+        try:
+            assert await commit(connection, row("later", due_in=3600)) == 0
+            await connection.execute(sa.insert(table), [row("rolled-back")])
+            await connection.rollback()
+            assert len(received) == 0
+            assert (
+                await commit(connection, row("due-1"), row("due-2"), row("later-2", due_in=60)) == 1
+            )
+            assert await commit(connection, row("due-3")) == 2
+        finally:
+            await connection.invalidate()
+    assert received == [listener.CHANNEL, listener.CHANNEL]
 
 
 async def test_after_its_connection_is_dropped_the_listener_reconnects_and_catches_up(
@@ -117,9 +145,9 @@ async def test_after_its_connection_is_dropped_the_listener_reconnects_and_catch
                 dropped = await connection.scalar(
                     sa.text(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                        " AND query LIKE 'LISTEN%'"
-                    )
+                        " WHERE datname = current_database() AND application_name = :name"
+                    ),
+                    {"name": listener.APPLICATION_NAME},
                 )
             assert dropped == 1
             # Reconnected: it wakes once to pick up what was committed while it was away.

@@ -184,6 +184,25 @@ async def test_a_handler_that_runs_past_its_timeout_is_cancelled_and_retried(
     assert row.last_error == "TimeoutError: ran past 0.2 s"
 
 
+async def test_a_timeout_of_the_handlers_own_is_an_ordinary_failure(
+    sessions: SessionFactory,
+) -> None:
+    calls: list[int] = []
+    row_id = await add(sessions)
+    worker = Worker(
+        sessions,
+        {TOPIC: failing(lambda _: TimeoutError("connect timed out"), calls)},
+        options(backoff_base=60),
+    )
+
+    await worker.run_until_idle()
+
+    row = await fetch(sessions, row_id)
+    assert calls == [1]
+    assert row.status is OutboxStatus.PENDING
+    assert row.last_error == "TimeoutError: connect timed out"
+
+
 async def test_transient_failure_is_retried_later_and_then_done(sessions: SessionFactory) -> None:
     attempts: list[int] = []
 

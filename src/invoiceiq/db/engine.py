@@ -85,11 +85,8 @@ def single_statement_sessions(sessions: SessionFactory) -> SessionFactory:
     engine = sessions.kw.get("bind")
     if engine is None or engine.dialect.name != "postgresql":
         return sessions
-    return async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"),
-        expire_on_commit=False,
-        info=dict(sessions.kw.get("info") or {}),
-    )
+    options = {**sessions.kw, "bind": engine.execution_options(isolation_level="AUTOCOMMIT")}
+    return async_sessionmaker(**options)
 
 
 @event.listens_for(Session, "after_commit")

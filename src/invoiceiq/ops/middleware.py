@@ -70,42 +70,47 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if declared_length is not None and declared_length > self.max_body_bytes:
-                too_large = render_http_error(Request(scope), BodyTooLarge())
-                await too_large(scope, receive, send_with_id)
-            elif declared_length is None:
-                # Chunked: the server cannot know the size up front; count as it arrives.
-                receive = _limited(receive, self.max_body_bytes)
-                await self.app(scope, receive, send_with_id)
-            else:
-                # The server reads exactly the declared length, no more.
-                await self.app(scope, receive, send_with_id)
+            await self._within_limit(scope, receive, send_with_id, declared_length)
         except Exception as exc:
             if response_started:
                 log.exception("error after the response started")
                 raise
-            await unhandled_response(exc, scope)(scope, receive, send_with_id)
+            if isinstance(exc, BodyTooLarge):  # read outside a handler that renders it
+                await render_http_error(Request(scope), exc)(scope, receive, send_with_id)
+            else:
+                await unhandled_response(exc, scope)(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            route = _route_label(scope)
-            method = scope["method"]
-            count, latency = _series(method, route, status)
-            count.inc()
-            latency.observe(elapsed)
-            # Fast successes are counted by the metrics above; a log line each would cost a write
-            # per request on the busiest paths. Errors and slow requests are logged.
-            level = logging.INFO if status >= 400 or elapsed >= SLOW_REQUEST_S else logging.DEBUG
-            log.log(
-                level,
-                "request",
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                },
-            )
+            _record(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)
+
+    async def _within_limit(
+        self, scope: Scope, receive: Receive, send: Send, declared_length: int | None
+    ) -> None:
+        if declared_length is None:
+            # Chunked: the server cannot know the size up front; count as it arrives.
+            await self.app(scope, _limited(receive, self.max_body_bytes), send)
+        elif declared_length > self.max_body_bytes:
+            await render_http_error(Request(scope), BodyTooLarge())(scope, receive, send)
+        else:
+            # The server reads exactly the declared length, no more.
+            await self.app(scope, receive, send)
+
+
+def _record(scope: Scope, status: int, elapsed: float) -> None:
+    """Count the request, and log it when it failed or was slow."""
+    route = _route_label(scope)
+    method = scope["method"]
+    count, latency = _series(method, route, status)
+    count.inc()
+    latency.observe(elapsed)
+    # Fast successes are counted by the metrics above; a log line each would cost a write per
+    # request on the busiest paths. Errors and slow requests are logged.
+    level = logging.INFO if status >= 400 or elapsed >= SLOW_REQUEST_S else logging.DEBUG
+    log.log(
+        level,
+        "request",
+        extra={"method": method, "route": route, "status": status, "ms": round(elapsed * 1000, 2)},
+    )
 
 
 # Request ids: a random prefix per process and a counter. Unique without a random draw per

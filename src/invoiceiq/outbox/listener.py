@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger(__name__)
 
 CHANNEL = "invoiceiq_outbox"
+APPLICATION_NAME = "invoiceiq-outbox-listener"
 
 
 async def listen_for_new_rows(
@@ -60,6 +61,8 @@ async def _listen_once(engine: AsyncEngine, wake: Callable[[], None], check_ever
         closed = asyncio.Event()
         driver.add_termination_listener(lambda _connection: closed.set())
         try:
+            # Named, so that an operator (or a test) can tell it apart in pg_stat_activity.
+            await driver.execute(f"SET application_name = '{APPLICATION_NAME}'")
             await driver.add_listener(CHANNEL, notified)
             log.info("outbox listener listening")
             wake()  # rows committed while nobody listened
@@ -67,8 +70,9 @@ async def _listen_once(engine: AsyncEngine, wake: Callable[[], None], check_ever
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), check_every)
                 if not driver.is_closed():
-                    # A round trip finds a connection the server dropped silently.
-                    await driver.execute("SELECT 1")
+                    # A round trip finds a connection the server dropped silently; one that
+                    # does not answer in time is given up on like a closed one.
+                    await driver.execute("SELECT 1", timeout=check_every)
             raise ConnectionError("the listening connection was closed")
         finally:
             # LISTEN belongs to the connection: never hand a listening one back to the pool.
