@@ -27,7 +27,7 @@ from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.mpesa.client import StkQueryResult
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import messages, repository, review, service
+from invoiceiq.payments import messages, repository, review, service, success
 from invoiceiq.payments.cli import render_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
@@ -227,7 +227,7 @@ async def test_a_late_success_settles_the_unknown_outcome_review_and_nothing_els
     async with unit_of_work(sessions) as session:
         given_up = await repository.get(session, payment.id)
         assert given_up is not None and given_up.status is PaymentStatus.FAILED
-        assert await service.mark_success(
+        assert await success.mark_success(
             session, settings, given_up, confirmed_by="callback", receipt="ULATE0001"
         )
 

@@ -21,7 +21,7 @@ from invoiceiq.mpesa.client import StkQueryResult
 from invoiceiq.mpesa.schemas import parse_callback
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import repository, review, service, settlement
+from invoiceiq.payments import repository, review, service, settlement, success
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
 from payments.flows import CUSTOMER, callback_body
@@ -153,7 +153,7 @@ async def test_money_for_a_cancelled_invoice_is_recorded_flagged_and_told(
         session, invoice=invoice, status=PaymentStatus.FAILED, result_code="no_response"
     )
 
-    assert await service.mark_success(
+    assert await success.mark_success(
         session, settings, payment, confirmed_by="query", receipt="UCANCEL123"
     )
 
@@ -166,7 +166,7 @@ async def test_money_for_a_cancelled_invoice_is_recorded_flagged_and_told(
     assert sorted(await kinds(session)) == ["receipt", "review_alert"]
     # SUCCESS is final: a failure reported afterwards changes nothing.
     assert not await service.fail(session, settings, fresh, code="1032")
-    assert not await service.mark_success(session, settings, fresh, confirmed_by="query")
+    assert not await success.mark_success(session, settings, fresh, confirmed_by="query")
 
 
 @pytest.mark.parametrize("confirm", [False, True])

@@ -24,7 +24,7 @@ from invoiceiq.mpesa.client import DarajaClient, StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.errors import DarajaError
 from invoiceiq.mpesa.schemas import parse_callback
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import repository, review, service, settlement
+from invoiceiq.payments import repository, review, service, settlement, success
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.worker import RetryLater
@@ -164,7 +164,7 @@ class PaymentJobs:
             return False
         if result.state == "success":
             receipt = settlement.claimed_receipt(payment)
-            await service.mark_success(
+            await success.mark_success(
                 session, self._settings, payment, confirmed_by=confirmed_by, receipt=receipt
             )
             return True
@@ -193,7 +193,7 @@ class PaymentJobs:
                 return
             if result is not None and result.state == "success":
                 receipt = settlement.claimed_receipt(fresh)
-                await service.mark_success(
+                await success.mark_success(
                     session, self._settings, fresh, confirmed_by="callback", receipt=receipt
                 )
             elif result is not None and result.state == "failed":

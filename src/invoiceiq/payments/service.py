@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from invoiceiq.config import Settings
 from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices.models import Invoice
-from invoiceiq.invoices.states import INVOICE_TRANSITIONS, InvoiceStatus
+from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.state_machine import TransitionRefused
-from invoiceiq.merchants import repository as merchant_repository
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox import service as outbox
 from invoiceiq.payments import messages, repository, review
+from invoiceiq.payments.context import business_name, invoice_of
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PAYMENT_TRANSITIONS, PaymentStatus
 
@@ -198,7 +198,7 @@ async def tell_to_check_phone(session: AsyncSession, payment: Payment) -> None:
     overtake the push's own answer): nobody is sent to a prompt already answered."""
     if payment.status is not PaymentStatus.INITIATED or payment.callback_body is not None:
         return
-    invoice = await _invoice(session, payment)
+    invoice = await invoice_of(session, payment)
     if invoice is not None:
         await notifications.send(
             session, to=payment.phone, message=messages.check_phone(invoice), invoice_id=invoice.id
@@ -217,10 +217,10 @@ async def fail(
     """INITIATED → FAILED, both sides told why in plain words; False if it was settled already."""
     if not await _to_failed(session, payment, code=code, description=description):
         return False
-    invoice = await _invoice(session, payment)
+    invoice = await invoice_of(session, payment)
     if invoice is None:
         return True
-    business = await _business_name(session, invoice)
+    business = await business_name(session, invoice)
     await notifications.send(
         session,
         to=payment.phone,
@@ -248,9 +248,9 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     if not await _to_failed(session, payment, code=repository.NO_RESPONSE):
         return False
     await review.flag(session, payment, messages.OUTCOME_UNKNOWN_REASON)
-    invoice = await _invoice(session, payment)
+    invoice = await invoice_of(session, payment)
     if invoice is not None:
-        business = await _business_name(session, invoice)
+        business = await business_name(session, invoice)
         await notifications.send(
             session,
             to=payment.phone,
@@ -288,115 +288,6 @@ async def _to_failed(
     except TransitionRefused:
         return False
     return True
-
-
-async def mark_success(
-    session: AsyncSession,
-    settings: Settings,
-    payment: Payment,
-    *,
-    confirmed_by: str,
-    receipt: str | None = None,
-) -> bool:
-    """The money arrived: SUCCESS (from INITIATED or FAILED), the invoice PAID, receipts out.
-
-    On an invoice already PAID or CANCELLED the payment is recorded and flagged, and the
-    merchant is told: money is never silently dropped. False if it was SUCCESS already.
-    """
-    values: dict[str, Any] = {"completed_at": utcnow(), "confirmed_by": confirmed_by}
-    reused = receipt is not None and not await review.receipt_is_free(session, payment, receipt)
-    if receipt and not reused and payment.receipt_number is None:
-        values["receipt_number"] = receipt
-    try:
-        await PAYMENT_TRANSITIONS.apply(
-            session, Payment, payment.id, PaymentStatus.SUCCESS, values=values
-        )
-    except TransitionRefused:
-        return False
-    # Given up blind, then M-PESA told us after all: "did the customer pay?" has its answer.
-    await review.settle_question(
-        session,
-        payment,
-        messages.OUTCOME_UNKNOWN_REASON,
-        note=f"settled on its own: M-PESA confirmed the payment ({confirmed_by})",
-    )
-    if reused:
-        # M-PESA confirmed the money; only the reported receipt number is suspect.
-        await review.flag(
-            session, payment, f"receipt {receipt} was already used by another payment"
-        )
-    invoice = await _invoice(session, payment)
-    if invoice is not None:
-        await _invoice_paid(session, settings, invoice, payment, paid_at=values["completed_at"])
-    return True
-
-
-async def _invoice_paid(
-    session: AsyncSession,
-    settings: Settings,
-    invoice: Invoice,
-    payment: Payment,
-    *,
-    paid_at: datetime,
-) -> None:
-    """The invoice PAID and receipts to both sides; money for an invoice no longer payable is
-    flagged instead of the merchant's receipt (the payer still gets theirs)."""
-    try:
-        await INVOICE_TRANSITIONS.apply(
-            session, Invoice, invoice.id, InvoiceStatus.PAID, values={"paid_at": paid_at}
-        )
-    except TransitionRefused as refused:
-        state = (refused.current or "").lower()
-        await review.flag(
-            session, payment, f"the invoice was already {state} when this payment came in"
-        )
-        await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
-        return
-    await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
-    link = _link(settings, invoice)
-    await review.tell_merchant(
-        session,
-        invoice,
-        messages.receipt_for_merchant(
-            invoice, receipt=payment.receipt_number, paid_at=paid_at, link=link
-        ),
-    )
-
-
-async def _send_receipt_to_customer(
-    session: AsyncSession, settings: Settings, invoice: Invoice, payment: Payment, paid_at: datetime
-) -> None:
-    business = await _business_name(session, invoice)
-    await notifications.send(
-        session,
-        to=payment.phone,
-        message=messages.receipt_for_customer(
-            invoice,
-            business_name=business,
-            receipt=payment.receipt_number,
-            paid_at=paid_at,
-            link=_link(settings, invoice),
-        ),
-        invoice_id=invoice.id,
-    )
-
-
-# Helpers --------------------------------------------------------------------------------------
-
-
-async def _invoice(session: AsyncSession, payment: Payment) -> Invoice | None:
-    if payment.invoice_id is None:
-        return None
-    return await invoice_repository.get(session, payment.invoice_id)
-
-
-async def _business_name(session: AsyncSession, invoice: Invoice) -> str:
-    merchant = await merchant_repository.get(session, invoice.merchant_id)
-    return (merchant.business_name if merchant else None) or "the business"
-
-
-def _link(settings: Settings, invoice: Invoice) -> str:
-    return f"{settings.base_url}/i/{invoice.public_token}"
 
 
 # The Pay button -------------------------------------------------------------------------------

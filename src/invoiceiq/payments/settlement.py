@@ -15,7 +15,7 @@ from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes
 from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
-from invoiceiq.payments import repository, review, service
+from invoiceiq.payments import repository, review, service, success
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
 
@@ -83,7 +83,7 @@ async def apply_success_claim(
     if settings.confirm_callbacks or force_confirm:
         await schedule_confirmation(session, payment, round_=0)
         return
-    await service.mark_success(session, settings, payment, confirmed_by="callback", receipt=receipt)
+    await success.mark_success(session, settings, payment, confirmed_by="callback", receipt=receipt)
 
 
 def amount_matches(payment: Payment, callback: StkCallback) -> bool:
