@@ -182,16 +182,24 @@ async def test_progress_in_words(
 
 
 async def test_the_window_is_open_for_24_hours_after_the_last_message_in(
-    sessions: SessionFactory,
+    sessions: SessionFactory, sent: tuple[Invoice, MessageLog]
 ) -> None:
+    """As the sender sees it: a message to send, and when its recipient last wrote to us."""
+    _, entry = sent
+
+    async def window_open(session: AsyncSession) -> bool:
+        to_send = await repository.to_send(session, entry.id)
+        assert to_send is not None
+        return notifications.in_window(to_send.last_inbound_at, window_seconds=60)
+
     async with sessions() as session, session.begin():
-        assert not await notifications.window_open(session, CUSTOMER, window_seconds=60)
+        assert not await window_open(session)
         await notifications.log_inbound(session, phone=CUSTOMER, kind="text", wamid="wamid.IN1")
-        assert await notifications.window_open(session, CUSTOMER, window_seconds=60)
+        assert await window_open(session)
         await session.execute(
             sa.update(MessageLog).values(created_at=utcnow() - timedelta(seconds=61))
         )
-        assert not await notifications.window_open(session, CUSTOMER, window_seconds=60)
+        assert not await window_open(session)
 
 
 # Many forward statuses at once (what the webhook applies in its own transaction)

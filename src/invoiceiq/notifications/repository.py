@@ -168,15 +168,6 @@ async def to_send(session: AsyncSession, log_id: uuid.UUID) -> ToSend | None:
     return None if row is None else ToSend(*row)
 
 
-async def last_inbound_at(session: AsyncSession, phone: str) -> datetime | None:
-    """When this phone last wrote to the business (the start of its 24-hour window)."""
-    return await session.scalar(
-        sa.select(sa.func.max(MessageLog.created_at)).where(
-            MessageLog.phone == phone, MessageLog.direction == Direction.INBOUND
-        )
-    )
-
-
 async def last_sent_at(
     session: AsyncSession, *, invoice_id: uuid.UUID, kind: str
 ) -> datetime | None:

@@ -51,11 +51,6 @@ async def last_delivery_failed(session: AsyncSession, invoice_id: uuid.UUID) -> 
     return latest is not None and latest.status is DeliveryStatus.FAILED
 
 
-async def window_open(session: AsyncSession, phone: str, *, window_seconds: float) -> bool:
-    last = await repository.last_inbound_at(session, phone)
-    return in_window(last, window_seconds=window_seconds)
-
-
 def in_window(last_inbound_at: datetime | None, *, window_seconds: float) -> bool:
     """Whether a customer who last wrote at `last_inbound_at` may get free-form messages."""
     return last_inbound_at is not None and utcnow() - last_inbound_at < timedelta(
