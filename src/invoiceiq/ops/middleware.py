@@ -75,7 +75,7 @@ class RequestContextMiddleware:
             if response_started:
                 log.exception("error after the response started")
                 raise
-            if isinstance(exc, BodyTooLarge):  # read outside a handler that renders it
+            if isinstance(exc, BodyTooLarge):  # declared too long, or read outside a handler
                 await render_http_error(Request(scope), exc)(scope, receive, send_with_id)
             else:
                 await unhandled_response(exc, scope)(scope, receive, send_with_id)
@@ -90,7 +90,7 @@ class RequestContextMiddleware:
             # Chunked: the server cannot know the size up front; count as it arrives.
             await self.app(scope, _limited(receive, self.max_body_bytes), send)
         elif declared_length > self.max_body_bytes:
-            await render_http_error(Request(scope), BodyTooLarge())(scope, receive, send)
+            raise BodyTooLarge()  # refused before the app reads a byte
         else:
             # The server reads exactly the declared length, no more.
             await self.app(scope, receive, send)
