@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.config import Settings
 from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.merchants import repository as merchant_repository
@@ -20,7 +19,3 @@ async def invoice_of(session: AsyncSession, payment: Payment) -> Invoice | None:
 async def business_name(session: AsyncSession, invoice: Invoice) -> str:
     merchant = await merchant_repository.get(session, invoice.merchant_id)
     return (merchant.business_name if merchant else None) or "the business"
-
-
-def invoice_link(settings: Settings, invoice: Invoice) -> str:
-    return f"{settings.base_url}/i/{invoice.public_token}"

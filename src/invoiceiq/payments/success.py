@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
+from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import INVOICE_TRANSITIONS, InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.state_machine import TransitionRefused
 from invoiceiq.notifications import service as notifications
 from invoiceiq.payments import messages, review
-from invoiceiq.payments.context import business_name, invoice_link, invoice_of
+from invoiceiq.payments.context import business_name, invoice_of
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PAYMENT_TRANSITIONS, PaymentStatus
 
@@ -87,7 +88,7 @@ async def _invoice_paid(
         await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
         return
     await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
-    link = invoice_link(settings, invoice)
+    link = invoice_link(settings.base_url, invoice)
     await review.tell_merchant(
         session,
         invoice,
@@ -109,7 +110,7 @@ async def _send_receipt_to_customer(
             business_name=business,
             receipt=payment.receipt_number,
             paid_at=paid_at,
-            link=invoice_link(settings, invoice),
+            link=invoice_link(settings.base_url, invoice),
         ),
         invoice_id=invoice.id,
     )
