@@ -21,15 +21,14 @@ from invoiceiq.admin_cli import merchant_app, whatsapp_app
 from invoiceiq.config import Settings, describe_settings_error
 from invoiceiq.db import migrate
 from invoiceiq.db.engine import make_engine, make_session_factory
-from invoiceiq.handlers import outbox_handlers
-from invoiceiq.main import create_app, worker_options
+from invoiceiq.handlers import outbox_worker as make_outbox_worker
+from invoiceiq.main import create_app
 from invoiceiq.ops.logging import configure_logging
 from invoiceiq.outbox.cli import outbox_app
 from invoiceiq.outbox.listener import listen_for_new_rows
 from invoiceiq.payments.cli import payments_app
 from invoiceiq.providers import make_providers
 from invoiceiq.simulator.cli import simulator as simulator_command
-from invoiceiq.worker import Worker
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -166,8 +165,7 @@ async def _run_worker(settings: Settings) -> None:
     # A separate worker has no server of its own: provider URLs must point somewhere real, or at
     # a standalone simulator (`invoiceiq simulator`) through WHATSAPP_API_URL / MPESA_API_URL.
     providers = make_providers(settings, local_origin=settings.base_url, sessions=sessions)
-    handlers = outbox_handlers(settings, sessions, providers)
-    outbox_worker = Worker(sessions, handlers, worker_options(settings))
+    outbox_worker = make_outbox_worker(settings, sessions, providers)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,4 @@
-"""The outbox topic → handler table, wired once per process.
+"""The outbox worker and its topic → handler table, wired once per process.
 
 A row whose topic has no handler goes dead with that reason rather than being silently skipped.
 """
@@ -17,7 +17,7 @@ from invoiceiq.payments import service as payment_service
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.providers import Providers
 from invoiceiq.whatsapp import callbacks
-from invoiceiq.worker import Handler, Recorded, RetryLater, finish
+from invoiceiq.worker import Handler, Recorded, RetryLater, Worker, WorkerOptions, finish
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,33 @@ STATUS_RETRY_DELAY = 1.0
 STATUS_RETRY_DELAY_MAX = 5.0
 
 
-def outbox_handlers(
-    settings: Settings, sessions: SessionFactory, providers: Providers
+def worker_options(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        lease=settings.outbox_lease,
+        max_attempts=settings.outbox_max_attempts,
+        backoff_max=settings.outbox_backoff_max,
+        handler_timeout=settings.outbox_handler_timeout,
+    )
+
+
+def outbox_worker(
+    settings: Settings,
+    sessions: SessionFactory,
+    providers: Providers,
+    options: WorkerOptions | None = None,
+) -> Worker:
+    """The worker with every topic's handler (`options` default to the settings')."""
+    sender = Sender(sessions=sessions, client=providers.whatsapp, settings=settings)
+    return Worker(
+        sessions,
+        _handlers(settings, sessions, providers, sender),
+        options or worker_options(settings),
+        on_abandoned={SEND_TOPIC: sender.abandoned},
+    )
+
+
+def _handlers(
+    settings: Settings, sessions: SessionFactory, providers: Providers, sender: Sender
 ) -> dict[str, Handler]:
     give_up_after = max(1, settings.outbox_max_attempts - 1)
 
@@ -51,7 +76,7 @@ def outbox_handlers(
 
     payments = PaymentJobs(sessions=sessions, daraja=providers.daraja, settings=settings)
     return {
-        SEND_TOPIC: Sender(sessions=sessions, client=providers.whatsapp, settings=settings),
+        SEND_TOPIC: sender,
         callbacks.INBOUND_TOPIC: stored_event,
         callbacks.STATUS_TOPIC: stored_event,
         payment_service.PUSH_TOPIC: payments.push,

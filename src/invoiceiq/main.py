@@ -13,7 +13,7 @@ from invoiceiq.api.router import install as install_api
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.error_handlers import install_error_handlers
-from invoiceiq.handlers import outbox_handlers
+from invoiceiq.handlers import outbox_worker
 from invoiceiq.inbox.writer import InboxWriter
 from invoiceiq.mpesa.callbacks import router as mpesa_router
 from invoiceiq.ops.hot_routes import App
@@ -25,18 +25,9 @@ from invoiceiq.web.pages import install as install_web
 from invoiceiq.whatsapp.callbacks import apply_statuses_now
 from invoiceiq.whatsapp.callbacks import receive as receive_webhook
 from invoiceiq.whatsapp.callbacks import router as whatsapp_router
-from invoiceiq.worker import Worker, WorkerOptions
+from invoiceiq.worker import Worker
 
 log = logging.getLogger(__name__)
-
-
-def worker_options(settings: Settings) -> WorkerOptions:
-    return WorkerOptions(
-        lease=settings.outbox_lease,
-        max_attempts=settings.outbox_max_attempts,
-        backoff_max=settings.outbox_backoff_max,
-        handler_timeout=settings.outbox_handler_timeout,
-    )
 
 
 def create_app(
@@ -78,8 +69,7 @@ def create_app(
             )
         worker_task = None
         if run_worker:
-            handlers = outbox_handlers(settings, sessions, providers)
-            worker = Worker(sessions, handlers, worker_options(settings))
+            worker = outbox_worker(settings, sessions, providers)
             worker_box.append(worker)
             app.state.worker = worker
             worker_task = asyncio.create_task(worker.run(), name="outbox-worker")

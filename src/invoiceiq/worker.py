@@ -16,7 +16,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,6 +42,11 @@ class Recorded(enum.Enum):
 # A handler returns None (the worker marks the row done in a transaction of its own) or what
 # `finish` returned (the handler marked it done in its own last transaction: one commit fewer).
 Handler = Callable[[ClaimedRow], Awaitable[Recorded | None]]
+# A topic's bookkeeping for a row that goes dead with its last run unfinished (the worker was
+# killed mid-run every time, or the last run went past the handler timeout): its handler never
+# saw the end, so this records what it would have. Called with the row's payload, in the
+# transaction that marks the row dead.
+OnAbandoned = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
 MAX_ERROR_CHARS = 2000
 # 2**63 times any base is past any sensible backoff_max; a larger exponent overflows a float.
 _MAX_BACKOFF_EXPONENT = 63
@@ -83,13 +89,24 @@ class WorkerOptions:
     handler_timeout: float = 120.0
 
 
+class _AbandonedBookkeepingFailed(Exception):
+    """A topic's `OnAbandoned` raised: its transaction is rolled back."""
+
+
 class Worker:
     def __init__(
-        self, sessions: SessionFactory, handlers: Mapping[str, Handler], options: WorkerOptions
+        self,
+        sessions: SessionFactory,
+        handlers: Mapping[str, Handler],
+        options: WorkerOptions,
+        *,
+        on_abandoned: Mapping[str, OnAbandoned] | None = None,
     ) -> None:
+        self._sessions = sessions
         # Claims and outcomes are one statement each (`repository`): no BEGIN/COMMIT needed.
         self._statements = single_statement_sessions(sessions)
         self._handlers = dict(handlers)
+        self._on_abandoned = dict(on_abandoned or {})
         self._options = options
         self._wake = asyncio.Event()
         self._stopping = False
@@ -156,26 +173,48 @@ class Worker:
         now = utcnow()
         token = uuid.uuid4().hex
         # Abandoned rows are rare and wait a lease anyway: look for them once per poll
-        # interval, not in every claim.
-        bury = time.monotonic() - self._buried_at >= self._options.poll_interval
-        # Two single statements, each atomic on its own; the claim sees what the burial did.
+        # interval, not in every claim. The claim, after, sees what the burial did.
+        if time.monotonic() - self._buried_at >= self._options.poll_interval:
+            self._buried_at = time.monotonic()
+            await self._bury_abandoned(now)
         async with unit_of_work(self._statements) as session:
-            buried = 0
-            if bury:
-                self._buried_at = time.monotonic()
-                buried = await repository.bury_abandoned(
-                    session, now=now, max_attempts=self._options.max_attempts
-                )
-            rows = await repository.claim(
+            return await repository.claim(
                 session,
                 now=now,
                 lease_until=now + timedelta(seconds=self._options.lease),
                 limit=limit,
                 token=token,
             )
-        if buried:
-            metrics.OUTBOX_OUTCOMES.labels(topic="*", outcome="dead").inc(buried)
-        return rows
+
+    async def _bury_abandoned(self, now: datetime) -> None:
+        """Rows whose lease ran out on their last allowed attempt go dead, each with its topic's
+        bookkeeping in the same transaction. Should the bookkeeping fail, the rows are buried
+        without it: a poison row that kills the worker must not run again."""
+        max_attempts = self._options.max_attempts
+        try:
+            async with unit_of_work(self._sessions) as session:
+                buried = await repository.bury_abandoned(
+                    session, now=now, max_attempts=max_attempts
+                )
+                for row in buried:
+                    await self._abandoned(session, row.topic, row.payload)
+        except _AbandonedBookkeepingFailed:
+            log.exception("outbox bookkeeping of abandoned rows failed; burying them without it")
+            async with unit_of_work(self._statements) as session:
+                buried = await repository.bury_abandoned(
+                    session, now=now, max_attempts=max_attempts
+                )
+        for row in buried:
+            metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
+
+    async def _abandoned(self, session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
+        hook = self._on_abandoned.get(topic)
+        if hook is None:
+            return
+        try:
+            await hook(session, payload)
+        except Exception as error:
+            raise _AbandonedBookkeepingFailed(topic) from error
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         was_full = len(self._in_flight) >= self._options.concurrency
@@ -218,8 +257,9 @@ class Worker:
                     "outbox handler timed out", extra={"topic": row.topic, "row": str(row.id)}
                 )
                 failure = TimeoutError(f"ran past {self._options.handler_timeout:g} s")
-            else:
-                log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
+                await self._retry_or_bury(row, failure, delay=None, unfinished=True)
+                return
+            log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
             await self._retry_or_bury(row, failure, delay=None)
         except Exception as error:
             log.warning("outbox handler failed", extra={"topic": row.topic, "row": str(row.id)})
@@ -231,10 +271,11 @@ class Worker:
                 self._count(row, recorded.value)
 
     async def _retry_or_bury(
-        self, row: ClaimedRow, error: Exception, *, delay: float | None
+        self, row: ClaimedRow, error: Exception, *, delay: float | None, unfinished: bool = False
     ) -> None:
+        """`unfinished`: the run was cut off, so its handler did not record how it ended."""
         if row.attempts >= self._options.max_attempts:
-            await self._record(row, "dead", error=_describe(error))
+            await self._record(row, "dead", error=_describe(error), unfinished=unfinished)
             return
         if delay is None:
             delay = self.backoff(row.attempts)
@@ -251,14 +292,24 @@ class Worker:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
 
     async def _record(
-        self, row: ClaimedRow, outcome: str, *, error: str | None = None, delay: float = 0.0
+        self,
+        row: ClaimedRow,
+        outcome: str,
+        *,
+        error: str | None = None,
+        delay: float = 0.0,
+        unfinished: bool = False,
     ) -> None:
         now = utcnow()
-        async with unit_of_work(self._statements) as session:
+        # A row going dead unfinished gets its topic's bookkeeping in the same transaction.
+        abandoned = unfinished and outcome == "dead" and row.topic in self._on_abandoned
+        async with unit_of_work(self._sessions if abandoned else self._statements) as session:
             if outcome == "done":
                 kept = await repository.mark_done(session, row, now=now)
             elif outcome == "dead":
                 kept = await repository.mark_dead(session, row, error=error or "failed")
+                if kept and abandoned:
+                    await self._abandoned(session, row.topic, row.payload)
             else:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)

@@ -22,15 +22,13 @@ import pytest
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.db.uow import unit_of_work
-from invoiceiq.handlers import outbox_handlers
+from invoiceiq.handlers import outbox_worker, worker_options
 from invoiceiq.invoices.states import InvoiceStatus
-from invoiceiq.main import worker_options
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.payments.service import PUSH_TOPIC
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.providers import make_providers
-from invoiceiq.worker import Worker
 from payments.flows import (
     BUSINESS,
     CUSTOMER,
@@ -105,7 +103,7 @@ async def worker_in_this_process(app: RunningApp) -> AsyncIterator[None]:
     sessions = make_session_factory(engine)
     providers = make_providers(app.settings, local_origin=app.origin, sessions=sessions)
     options = dataclasses.replace(worker_options(app.settings), poll_interval=0.1)
-    worker = Worker(sessions, outbox_handlers(app.settings, sessions, providers), options)
+    worker = outbox_worker(app.settings, sessions, providers, options)
     task = asyncio.create_task(worker.run())
     try:
         yield

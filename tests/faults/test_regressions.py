@@ -15,7 +15,7 @@ import asyncio
 
 from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.db.models import InboxEvent, OutboxMessage
-from invoiceiq.main import worker_options
+from invoiceiq.handlers import worker_options
 from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.providers import make_providers
 from support.app_server import rows, running_app

@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,13 +17,17 @@ from fastapi import FastAPI
 from invoiceiq.config import Settings, SignupMode
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice, MessageLog, OutboxMessage
+from invoiceiq.handlers import outbox_worker
 from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.http import make_http_client
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.notifications.models import DeliveryStatus
 from invoiceiq.notifications.sender import Sender, template_param
 from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.outbox.states import OutboxStatus
+from invoiceiq.providers import make_providers
 from invoiceiq.simulator.config import Faults, SimulatorConfig, SimulatorSettings, WhatsAppFaults
 from invoiceiq.whatsapp.client import WhatsAppClient
 from invoiceiq.whatsapp.simulator import WhatsAppFake
@@ -65,7 +70,12 @@ async def rig(
         app = FastAPI()
         app.include_router(fake.router)
         async with serve_app(app) as base_url:
-            settings = make_settings(database_url=database_url, outbox_max_attempts=MAX_ATTEMPTS)
+            settings = make_settings(
+                database_url=database_url,
+                outbox_max_attempts=MAX_ATTEMPTS,
+                whatsapp_api_url=base_url,  # for the worker `outbox_worker` builds
+                whatsapp_api_key=API_KEY,
+            )
             sender = Sender(
                 sessions=sessions,
                 client=WhatsAppClient(base_url, API_KEY, http),
@@ -178,6 +188,47 @@ async def test_a_fault_of_ours_at_the_last_attempt_is_told_too(
             await r.sender(await send_row(r, "invoice", attempts=MAX_ATTEMPTS))
         [alert] = await logs(r, "alert")
         assert "could not be reached" in (alert.request or {})["text"]
+
+
+async def test_a_send_whose_last_run_never_finished_is_told_too(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    """The worker was killed during the last allowed run of the invoice's send (its lease ran
+    out; a run past OUTBOX_HANDLER_TIMEOUT ends the same way): the worker buries the row,
+    marks the message failed and tells the merchant, in one transaction."""
+    async with rig(sessions, database_url) as r:
+        invoice = await issue(r)
+        row = await send_row(r, "invoice")
+        async with r.sessions() as session, session.begin():
+            await session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == row.id)
+                .values(
+                    status=OutboxStatus.RUNNING,
+                    attempts=MAX_ATTEMPTS,
+                    claim_token="a-worker-that-died",
+                    locked_until=utcnow() - timedelta(seconds=1),
+                )
+            )
+        providers = make_providers(r.settings, local_origin="http://unused", sessions=sessions)
+        try:
+            await outbox_worker(r.settings, sessions, providers).run_until_idle()
+        finally:
+            await providers.aclose()
+
+        async with r.sessions() as session:
+            buried = await session.get(OutboxMessage, row.id)
+        assert buried is not None and buried.status is OutboxStatus.DEAD
+        [entry] = await logs(r, "invoice")
+        assert entry.status is DeliveryStatus.FAILED and entry.error_code == "dead"
+        [alert] = await logs(r, "alert")
+        text: str = (alert.request or {})["text"]
+        assert "could not be reached" in text and f"remind {invoice.number}" in text
+        assert r.fake.inbox(CUSTOMER) == []
+        # The worker sent the alert too (the merchant's "on its way" went before it).
+        *_, told = r.fake.inbox(MERCHANT)
+        assert told["template"]["name"] == "merchant_delivery_failed"
+        assert invoice.number in told["template"]["params"]
 
 
 async def test_template_parameters_go_on_one_line(

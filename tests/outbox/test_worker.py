@@ -26,6 +26,7 @@ from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.worker import (
     GiveUp,
     Handler,
+    OnAbandoned,
     Recorded,
     RetryLater,
     Worker,
@@ -437,6 +438,133 @@ async def test_lease_expired_on_the_last_attempt_is_dead(sessions: SessionFactor
     assert "lease expired" in row.last_error
 
 
+# Bookkeeping of rows abandoned on their last attempt (`on_abandoned`)
+
+BOOKKEEPING = "test.bookkeeping"
+
+
+def bookkeeping(calls: list[dict[str, Any]], *, fail: bool = False) -> OnAbandoned:
+    """A topic's bookkeeping: writes a row of its own (so a rollback shows), records the call."""
+
+    async def record(session: AsyncSession, payload: dict[str, Any]) -> None:
+        calls.append(payload)
+        await enqueue(session, BOOKKEEPING, payload, f"kept:{uuid.uuid4().hex}")
+        if fail:
+            raise RuntimeError("bookkeeping broke")
+
+    return record
+
+
+async def kept(sessions: SessionFactory) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            sa.select(OutboxMessage).where(OutboxMessage.topic == BOOKKEEPING)
+        )
+        return [r.payload for r in rows]
+
+
+async def test_a_row_abandoned_on_its_last_attempt_gets_its_topics_bookkeeping(
+    sessions: SessionFactory,
+) -> None:
+    """The worker died during the last allowed run: the row goes dead, and its topic records
+    what its handler never could, in the same transaction; other topics have none."""
+    calls: list[dict[str, Any]] = []
+    handled: list[dict[str, Any]] = []
+    row_id = await add(sessions, {"n": 7})
+    other_id = await add(sessions, {"n": 8}, topic="test.other")
+    now = utcnow()
+    async with unit_of_work(sessions) as session:  # a worker that took both, then died
+        claimed = await repository.claim(
+            session, now=now, lease_until=now - timedelta(seconds=1), limit=10, token="dead"
+        )
+    assert len(claimed) == 2
+    worker = Worker(
+        sessions,
+        {TOPIC: recorder(handled), "test.other": recorder(handled)},
+        options(max_attempts=1),
+        on_abandoned={TOPIC: bookkeeping(calls)},
+    )
+
+    await worker.run_until_idle()
+
+    assert handled == []
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
+    assert (await fetch(sessions, other_id)).status is OutboxStatus.DEAD
+    assert calls == [{"n": 7}]
+    assert await kept(sessions) == [{"n": 7}]
+
+
+async def test_bookkeeping_that_fails_is_rolled_back_and_the_row_buried_without_it(
+    sessions: SessionFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poison row must not run again because its bookkeeping broke too."""
+    calls: list[dict[str, Any]] = []
+    handled: list[dict[str, Any]] = []
+    row_id = await add(sessions, {"n": 7})
+    await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+    worker = Worker(
+        sessions,
+        {TOPIC: recorder(handled)},
+        options(max_attempts=1),
+        on_abandoned={TOPIC: bookkeeping(calls, fail=True)},
+    )
+
+    await worker.run_until_idle()
+
+    assert handled == []
+    assert calls == [{"n": 7}]
+    row = await fetch(sessions, row_id)
+    assert row.status is OutboxStatus.DEAD
+    assert row.last_error is not None and "lease expired" in row.last_error
+    assert await kept(sessions) == []
+    assert "bookkeeping of abandoned rows failed" in caplog.text
+
+
+async def test_a_last_run_past_the_timeout_gets_the_bookkeeping(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def stuck(row: ClaimedRow) -> None:
+        await asyncio.sleep(60)
+
+    row_id = await add(sessions, {"n": 7})
+    worker = Worker(
+        sessions,
+        {TOPIC: stuck},
+        options(max_attempts=2, handler_timeout=0.2, backoff_base=0.01),
+        on_abandoned={TOPIC: bookkeeping(calls)},
+    )
+
+    async with running(worker):
+        row = await status_becomes(sessions, row_id, OutboxStatus.DEAD)
+
+    assert row.attempts == 2
+    assert row.last_error == "TimeoutError: ran past 0.2 s"
+    assert calls == [{"n": 7}]  # the first timeout was retried: no bookkeeping then
+    assert await kept(sessions) == [{"n": 7}]
+
+
+@pytest.mark.parametrize(
+    "error", [GiveUp("rejected: 400"), RuntimeError("boom"), TimeoutError("connect timed out")]
+)
+async def test_a_handler_that_ended_its_last_run_gets_no_abandoned_bookkeeping(
+    sessions: SessionFactory, error: Exception
+) -> None:
+    """Its handler saw how the run ended and did its own bookkeeping (`Sender`): not twice."""
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions)
+    worker = Worker(
+        sessions,
+        {TOPIC: failing(lambda _: error, [])},
+        options(max_attempts=1),
+        on_abandoned={TOPIC: bookkeeping(calls)},
+    )
+
+    await worker.run_until_idle()
+
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
+    assert calls == []
+
+
 async def test_outcome_of_a_worker_whose_lease_was_taken_over_is_dropped(
     sessions: SessionFactory,
 ) -> None:
@@ -657,7 +785,8 @@ async def test_finish_marks_done_with_the_handlers_effects_in_one_commit(
 
     sa.event.listen(engine.sync_engine, "commit", count)
     try:
-        await Worker(sessions, {TOPIC: handle}, options()).run_until_idle()
+        # One look for abandoned rows in this run (the poll interval is long).
+        await Worker(sessions, {TOPIC: handle}, options(poll_interval=60)).run_until_idle()
     finally:
         sa.event.remove(engine.sync_engine, "commit", count)
 
@@ -669,9 +798,9 @@ async def test_finish_marks_done_with_the_handlers_effects_in_one_commit(
             sa.select(OutboxMessage).where(OutboxMessage.dedupe_key == effect_key)
         )
     assert effect is not None and effect.status is OutboxStatus.PENDING
-    # The claim, then the handler's one transaction; no separate "done" commit (the final
-    # claim that finds nothing commits too).
-    assert len(commits) == 3
+    # The look for abandoned rows, the claim, then the handler's one transaction; no separate
+    # "done" commit (the final claim that finds nothing commits too).
+    assert len(commits) == 4
 
 
 async def test_finish_after_the_lease_was_taken_over_keeps_the_effects_not_the_outcome(

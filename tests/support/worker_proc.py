@@ -23,7 +23,7 @@ import signal
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
-from invoiceiq.main import worker_options
+from invoiceiq.handlers import worker_options
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.worker import Handler, Worker, WorkerOptions
 

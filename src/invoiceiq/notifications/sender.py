@@ -5,7 +5,8 @@ Free-form inside the recipient's 24-hour window, the approved template outside i
 A send is retried on transient and ambiguous failures (WhatsApp has no idempotency key, so a
 rare duplicate is accepted). A rejected send, or one still failing at its last attempt, is
 marked failed and its row goes dead (so `outbox list --dead` shows it and `outbox retry` can
-send it again); for an invoice or reminder, the merchant is told once.
+send it again); for an invoice or reminder, the merchant is told once. So is a row whose last
+run never finished (`abandoned`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory, single_statement_sessions
@@ -66,6 +70,13 @@ class Sender:
                 await self._give_up(log_id, code="dead", exhausted=True)
             raise
         return await self._record_sent(row, log_id, plan, sent)
+
+    async def abandoned(self, session: AsyncSession, payload: dict[str, Any]) -> None:
+        """The row went dead with its last run unfinished (the worker killed mid-run, or the
+        run past the handler timeout): as a fault of ours at the last attempt. Whether that run
+        reached WhatsApp is unknown; the message is marked failed, and the merchant told."""
+        log_id = uuid.UUID(payload["message_log_id"])
+        await delivery.record_failure(session, self._settings, log_id, code="dead", exhausted=True)
 
     async def _give_up(self, log_id: uuid.UUID, *, code: str, exhausted: bool) -> None:
         """The message will not go: mark it failed (an invoice's merchant hears of it once)."""

@@ -78,8 +78,18 @@ async def insert_many(session: AsyncSession, rows: list[NewOutboxRow]) -> None:
     )
 
 
-async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: int) -> int:
-    """Rows whose lease ran out after their last allowed attempt: the worker died every time.
+@dataclass(frozen=True)
+class BuriedRow:
+    id: uuid.UUID
+    topic: str
+    payload: dict[str, Any]
+
+
+async def bury_abandoned(
+    session: AsyncSession, *, now: datetime, max_attempts: int
+) -> list[BuriedRow]:
+    """Rows whose lease ran out after their last allowed attempt (the worker died every time)
+    made dead; the rows buried.
 
     SKIP LOCKED, as in `claim`: concurrent workers each bury what they can lock instead of
     queueing behind (or deadlocking with) one another; a skipped row is buried next time.
@@ -100,9 +110,10 @@ async def bury_abandoned(session: AsyncSession, *, now: datetime, max_attempts: 
             locked_until=None,
             last_error="lease expired on the last attempt (the worker stopped mid-handler)",
         )
+        .returning(_M.id, _M.topic, _M.payload)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return [BuriedRow(r.id, r.topic, r.payload) for r in result]
 
 
 # The claim below as PostgreSQL runs it, written out: it runs many times a second, and building
