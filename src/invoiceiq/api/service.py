@@ -31,6 +31,7 @@ from invoiceiq.api.schemas import (
 from invoiceiq.config import Settings
 from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.errors import InvoiceNotFound
+from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
@@ -128,7 +129,7 @@ async def invoice_read(session: AsyncSession, settings: Settings, invoice: Invoi
     if invoice.status is InvoiceStatus.PAID:
         paid = await payment_service.latest_success(session, invoice.id)
         receipt = paid.receipt_number if paid else None
-    link = f"{settings.base_url}/i/{invoice.public_token}"
+    link = invoice_link(settings.base_url, invoice)
     return InvoiceRead(
         number=invoice.number,
         status=invoice.status,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from invoiceiq.config import Settings
 from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices import service as invoice_service
+from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.phone import mask_msisdn
 from invoiceiq.merchants import repository as merchant_repository
@@ -186,7 +187,7 @@ async def _tell_merchant(
     if invoice is None or merchant is None:
         return
     reason = UNAVAILABLE if cause == "unavailable" else failure_reason(cause)
-    link = f"{settings.base_url}/i/{invoice.public_token}"
+    link = invoice_link(settings.base_url, invoice)
     what = WHAT_TO_DO.get(cause, "Please " + SEND_LINK)
     what = what.format(link=link, number=invoice.number)
     what = what[0].upper() + what[1:]

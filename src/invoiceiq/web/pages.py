@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from invoiceiq.config import Settings
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.deps import SessionDep, SettingsDep, get_session_factory
+from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
@@ -80,7 +81,7 @@ async def invoice_pdf(token: str, session: SessionDep, settings: SettingsDep) ->
         paid=invoice.status is InvoiceStatus.PAID,
         paid_at=paid_at,
         receipt=page.receipt,
-        link=f"{settings.base_url}/i/{token}" if page.payable else None,
+        link=invoice_link(settings.base_url, invoice) if page.payable else None,
     )
     data = await asyncio.to_thread(build_pdf, content)
     kind = "receipt" if content.paid else "invoice"
