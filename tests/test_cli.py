@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import make_settings
-from invoiceiq.cli import uvicorn_config
+from invoiceiq.cli import freeze_startup_objects, uvicorn_config
 from invoiceiq.config import Settings
 from invoiceiq.main import create_app
 
@@ -241,3 +242,18 @@ def _wait_for_log(process: subprocess.Popen[bytes], log: Path, text: str) -> Non
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"no {text!r} in the log:\n{log.read_text()}")
         time.sleep(0.2)
+
+
+def test_start_up_objects_are_frozen_out_of_the_collectors_sight() -> None:
+    """What `serve` and `worker` do once started: what exists then (modules, classes, the app)
+    is never walked by a collection again; objects made later still are."""
+    gc.unfreeze()
+    try:
+        start_up: list[object] = []
+        freeze_startup_objects()
+        later: list[object] = []
+        walked = gc.get_objects()  # what a full collection walks
+        assert any(o is later for o in walked)
+        assert not any(o is start_up for o in walked)
+    finally:
+        gc.unfreeze()
