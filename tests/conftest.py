@@ -23,6 +23,7 @@ from invoiceiq.config import Settings
 from invoiceiq.db import migrate
 from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
 from invoiceiq.db.models import Base
+from support.cli import Invoke, invoker
 from support.db import (
     ADMIN_URL,
     admin_execute,
@@ -131,6 +132,12 @@ async def session(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     async with sessions() as session:
         yield session
         await session.rollback()
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """`invoiceiq …` in-process against the test database."""
+    return invoker(database_url, tmp_path, monkeypatch)
 
 
 @pytest.fixture

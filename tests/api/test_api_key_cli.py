@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from invoiceiq.cli import app as cli
-from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
+from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import ApiKey, Merchant
 from support import factories
 from support.apps import bearer, in_process
+from support.cli import with_sessions
 from support.db import make_settings
-
-T = TypeVar("T")
-
-
-def with_sessions(database_url: str, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    """The CLI runs its own event loop, so this test is synchronous and so is its setup."""
-
-    async def run() -> T:
-        engine = make_engine(database_url)
-        try:
-            return await work(make_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def api_key(database_url: str, *args: str) -> Any:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner, Result
 
-from invoiceiq.cli import app
-from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
+from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.outbox import repository
@@ -23,39 +18,11 @@ from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.payments.service import PUSH_TOPIC
 from invoiceiq.worker import GiveUp, Worker, WorkerOptions
 from support import factories
+from support.cli import Invoke, with_sessions
 
-T = TypeVar("T")
 PHONE = "254712345678"
 MASKED = "2547•••••678"
 SECRET_TEXT = "the zebra cake, call me on 0712345678"
-
-
-@pytest.fixture
-def cli(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Result]:
-    """Run `invoiceiq …` in-process against the test database (no developer .env is read)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-
-    return invoke
-
-
-def with_sessions(database_url: str, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    """Run `work` on its own engine and event loop (the CLI under test runs its own loop too)."""
-
-    async def main() -> T:
-        engine = make_engine(database_url)
-        try:
-            return await work(make_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 def add_row(
@@ -105,9 +72,7 @@ def snapshot(database_url: str) -> list[tuple[Any, ...]]:
 # list -----------------------------------------------------------------------------------------
 
 
-def test_list_masks_numbers_and_leaves_message_text_out(
-    cli: Callable[..., Result], database_url: str
-) -> None:
+def test_list_masks_numbers_and_leaves_message_text_out(cli: Invoke, database_url: str) -> None:
     inbound = add_row(
         database_url,
         "whatsapp.inbound",
@@ -138,7 +103,7 @@ def test_list_masks_numbers_and_leaves_message_text_out(
 
 
 def test_list_hides_the_number_inside_wamids_and_checkout_ids(
-    cli: Callable[..., Result], database_url: str
+    cli: Invoke, database_url: str
 ) -> None:
     # A wamid is base64 of the recipient's number ("MjU0NzEyMzQ1Njc4" is 254712345678), and a
     # CheckoutRequestID ends with the payer's national number.
@@ -160,7 +125,7 @@ def test_list_hides_the_number_inside_wamids_and_checkout_ids(
 
 
 def test_list_dead_shows_only_dead_rows_and_honours_the_limit(
-    cli: Callable[..., Result], database_url: str
+    cli: Invoke, database_url: str
 ) -> None:
     pending = add_row(database_url, "whatsapp.send", {"message_log_id": "a"})
     dead = [
@@ -178,13 +143,13 @@ def test_list_dead_shows_only_dead_rows_and_honours_the_limit(
     assert sum(str(row) in one.stdout for row in dead) == 1
 
 
-def test_list_on_an_empty_outbox_says_so(cli: Callable[..., Result]) -> None:
+def test_list_on_an_empty_outbox_says_so(cli: Invoke) -> None:
     result = cli("outbox", "list", "--dead")
     assert result.exit_code == 0, result.output
     assert "no dead rows" in result.stdout
 
 
-def test_list_refuses_a_limit_below_one(cli: Callable[..., Result]) -> None:
+def test_list_refuses_a_limit_below_one(cli: Invoke) -> None:
     result = cli("outbox", "list", "--limit", "0")
     assert result.exit_code == 2
     assert "--limit" in result.output
@@ -193,7 +158,7 @@ def test_list_refuses_a_limit_below_one(cli: Callable[..., Result]) -> None:
 # retry ----------------------------------------------------------------------------------------
 
 
-def test_retry_revives_a_dead_row(cli: Callable[..., Result], database_url: str) -> None:
+def test_retry_revives_a_dead_row(cli: Invoke, database_url: str) -> None:
     row_id = add_row(
         database_url, "whatsapp.send", {"message_log_id": "a"}, status=OutboxStatus.DEAD, attempts=8
     )
@@ -220,7 +185,7 @@ def add_payment(database_url: str) -> tuple[str, str]:
 
 
 def test_retry_refuses_a_dead_stk_push_and_names_the_payments_query(
-    cli: Callable[..., Result], database_url: str
+    cli: Invoke, database_url: str
 ) -> None:
     payment_id, number = add_payment(database_url)
     row_id = add_row(
@@ -237,9 +202,7 @@ def test_retry_refuses_a_dead_stk_push_and_names_the_payments_query(
     assert snapshot(database_url) == before
 
 
-def test_the_push_refusal_holds_without_a_payment_to_name(
-    cli: Callable[..., Result], database_url: str
-) -> None:
+def test_the_push_refusal_holds_without_a_payment_to_name(cli: Invoke, database_url: str) -> None:
     row_id = add_row(database_url, PUSH_TOPIC, {"payment_id": "lost"}, status=OutboxStatus.DEAD)
 
     result = cli("outbox", "retry", str(row_id))
@@ -251,7 +214,7 @@ def test_the_push_refusal_holds_without_a_payment_to_name(
 
 @pytest.mark.parametrize("status", [OutboxStatus.PENDING, OutboxStatus.DONE])
 def test_retry_refuses_a_row_that_is_not_dead(
-    cli: Callable[..., Result], database_url: str, status: OutboxStatus
+    cli: Invoke, database_url: str, status: OutboxStatus
 ) -> None:
     row_id = add_row(database_url, "whatsapp.send", {"message_log_id": "a"}, status=status)
     before = snapshot(database_url)
@@ -263,9 +226,7 @@ def test_retry_refuses_a_row_that_is_not_dead(
     assert snapshot(database_url) == before
 
 
-def test_retry_of_an_unknown_or_malformed_id_is_a_message(
-    cli: Callable[..., Result], database_url: str
-) -> None:
+def test_retry_of_an_unknown_or_malformed_id_is_a_message(cli: Invoke, database_url: str) -> None:
     unknown = cli("outbox", "retry", str(uuid.uuid4()))
     assert unknown.exit_code == 1
     assert "No outbox row" in unknown.stderr
@@ -277,9 +238,7 @@ def test_retry_of_an_unknown_or_malformed_id_is_a_message(
     assert snapshot(database_url) == []
 
 
-def test_a_revived_row_is_performed_by_the_worker(
-    cli: Callable[..., Result], database_url: str
-) -> None:
+def test_a_revived_row_is_performed_by_the_worker(cli: Invoke, database_url: str) -> None:
     """The whole loop: a handler gives up, the operator retries, the next run succeeds."""
     calls: list[str] = []
     fail = True

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from invoiceiq.cli import app as cli_app
-from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
+from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Payment
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.invoices.states import InvoiceStatus
@@ -40,35 +39,9 @@ from payments.flows import (
 )
 from support import factories
 from support.app_server import rows, running_app
+from support.cli import Invoke, with_sessions
 
-T = TypeVar("T")
 MASKED = "2547•••••678"
-
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    """`invoiceiq …` against the test database (no developer .env is read)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli_app, list(args), catch_exceptions=False)
-
-    return invoke
-
-
-def with_sessions(database_url: str, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
-    async def main() -> T:
-        engine = make_engine(database_url)
-        try:
-            return await work(make_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 def seed(database_url: str, **rows_wanted: dict[str, Any]) -> dict[str, uuid.UUID]:
