@@ -263,9 +263,9 @@ async def test_transaction_desc_is_optional(sim: Sim) -> None:
 async def test_a_wrong_password_or_unknown_shortcode_is_a_500(sim: Sim) -> None:
     wrong = await sim.push(**credentials(passkey="other"))
     assert error_of(wrong) == (500, "500.001.1001", "Wrong credentials")
-    stamp = _nairobi_stamp(utcnow())
-    # The password must be built from the timestamp that is sent.
-    other_stamp = await sim.push(Timestamp=str(int(stamp) - 1))
+    # The password must be built from the timestamp that is sent (a second earlier: a valid
+    # time, unlike the stamp minus one at second 00).
+    other_stamp = await sim.push(Timestamp=_nairobi_stamp(utcnow() - timedelta(seconds=1)))
     assert error_of(other_stamp)[2] == "Wrong credentials"
     unknown = await sim.push(BusinessShortCode="600000")
     assert error_of(unknown) == (500, "500.001.1001", "Merchant does not exist")
