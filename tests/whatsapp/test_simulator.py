@@ -28,7 +28,8 @@ from invoiceiq.whatsapp.schemas import (
     WebhookEnvelope,
     inbound_events,
 )
-from invoiceiq.whatsapp.simulator import NO_ANSWER, WebhookNotRegistered, WhatsAppFake
+from invoiceiq.whatsapp.simulator import WebhookNotRegistered, WhatsAppFake
+from invoiceiq.whatsapp.simulator_webhooks import NO_ANSWER
 from invoiceiq.whatsapp.templates import load_templates
 from support.servers import Received, Recorder, closed_port_url, serve_app
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import logging
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -34,33 +34,25 @@ from starlette.datastructures import UploadFile
 
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.simulator.config import SimulatorSettings
-from invoiceiq.whatsapp.client import (
-    BUTTON_ID_MAX,
-    BUTTON_TITLE_MAX,
-    BUTTONS_MAX,
-    CAPTION_MAX,
-    HEADER_FOOTER_MAX,
-    INTERACTIVE_BODY_MAX,
-    MEDIA_MAX_BYTES,
-    TEXT_BODY_MAX,
+from invoiceiq.whatsapp.client import BUTTON_TITLE_MAX, MEDIA_MAX_BYTES
+from invoiceiq.whatsapp.errors import REENGAGEMENT_REQUIRED
+from invoiceiq.whatsapp.simulator_requests import (
+    Refused,
+    check_message,
+    check_product,
+    check_recipient,
+    gateway,
+    graph,
+    json_object,
+    play_faults,
 )
-from invoiceiq.whatsapp.errors import (
-    REENGAGEMENT_REQUIRED,
-    gateway_error_body,
-    graph_error_body,
+from invoiceiq.whatsapp.simulator_webhooks import (
+    BUSINESS_NUMBER,
+    WebhookSender,
+    message_envelope,
+    status_envelope,
 )
 from invoiceiq.whatsapp.templates import TemplateDefinition
-
-logger = logging.getLogger(__name__)
-
-# The simulated business number, as WhatsApp names it in webhooks.
-BUSINESS_NUMBER = "254700000000"
-PHONE_NUMBER_ID = "100000000000001"
-WABA_ID = "200000000000001"
-# 360dialog counts a webhook as failed when the answer takes over 5 s.
-# https://docs.360dialog.com/partner/messaging/sending-and-receiving-messages/receiving-messages-via-webhook
-WEBHOOK_TIMEOUT = httpx.Timeout(5.0)
-NO_ANSWER = 0  # phone_writes' status when the app could not be reached at all
 
 
 class WebhookNotRegistered(RuntimeError):
@@ -126,10 +118,7 @@ class WhatsAppFake:
         self._settings = settings
         self._templates = dict(templates)
         self._api_key = api_key
-        self._http = http
-        self._webhook_url: str | None = None
-        self._webhook_headers: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._webhooks = WebhookSender(settings, http)
         self._clear()
         self.router = APIRouter()
         self.router.add_api_route(
@@ -155,12 +144,11 @@ class WhatsAppFake:
     # Control side (the simulator's control API and tests) ------------------------------------
 
     def register_webhook(self, url: str, headers: Mapping[str, str]) -> None:
-        self._webhook_url = url
-        self._webhook_headers = dict(headers)
+        self._webhooks.register(url, headers)
 
     @property
     def webhook_url(self) -> str | None:
-        return self._webhook_url
+        return self._webhooks.url
 
     @property
     def request_count(self) -> int:
@@ -188,7 +176,7 @@ class WhatsAppFake:
             raise ValueError("give exactly one of text, button_id or raw")
         if not msisdn.isdigit():
             raise ValueError("msisdn: digits only, country code first")
-        if self._webhook_url is None:
+        if self._webhooks.url is None:
             raise WebhookNotRegistered("no webhook registered: POST /v1/configs/webhook first")
         message = self._inbound_message(msisdn, text, button_id, kind, raw)
         wamid: str = message["id"]
@@ -196,15 +184,10 @@ class WhatsAppFake:
         self._phone(msisdn).last_inbound = utcnow()
         self._inbound[wamid] = msisdn
         duplicate = self._settings.dice.roll(self._settings.config.faults.webhooks.duplicate)
-        contact: dict[str, Any] = {"profile": {"name": f"Phone {msisdn[-4:]}"}}
-        if "from" in message:
-            contact["wa_id"] = message["from"]
-        else:
-            contact["user_id"] = message.get("from_user_id")
-        envelope = _envelope({"contacts": [contact], "messages": [message]})
-        status = await self._post_webhook(envelope)
+        envelope = message_envelope(msisdn, message)
+        status = await self._webhooks.post(envelope)
         if duplicate:
-            await self._post_webhook(envelope)
+            await self._webhooks.post(envelope)
         return wamid, status
 
     def inbox(self, msisdn: str, after: str | None = None) -> list[dict[str, Any]]:
@@ -232,15 +215,11 @@ class WhatsAppFake:
     def reset(self) -> None:
         """Forget phones, messages and media; the webhook registration stays (it is the
         channel's configuration, made once at start-up)."""
-        for task in self._tasks:
-            task.cancel()
+        self._webhooks.cancel_pending()
         self._clear()
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._webhooks.aclose()
 
     # API side (what the app's WhatsAppClient calls) -------------------------------------------
 
@@ -248,8 +227,8 @@ class WhatsAppFake:
         self._request_count += 1
         try:
             self._authorize(request)
-            hold_after = await self._faults_before_work()
-            body = await _json_object(request)
+            hold_after = await play_faults(self._settings)
+            body = await json_object(request)
             # Mark-as-read shares the send path: {"status": "read", "message_id": …}.
             read = body.get("status") == "read"
             answer = self._mark_read(body) if read else self._accept(body, held=hold_after)
@@ -257,23 +236,23 @@ class WhatsAppFake:
                 # The message is taken and will be delivered; only the answer is late.
                 await asyncio.sleep(self._settings.config.timeout_hold_s)
             return JSONResponse(answer)
-        except _Refused as refused:
+        except Refused as refused:
             return JSONResponse(refused.body, status_code=refused.status)
 
     async def _post_media(self, request: Request) -> Response:
         self._request_count += 1
         try:
             self._authorize(request)
-            hold_after = await self._faults_before_work()
+            hold_after = await play_faults(self._settings)
             form = await request.form()
             upload = form.get("file")
             if form.get("messaging_product") != "whatsapp":
-                raise _graph(100, "The parameter messaging_product is required.")
+                raise graph(100, "The parameter messaging_product is required.")
             if not isinstance(upload, UploadFile):
-                raise _graph(100, "The parameter file is required.")
+                raise graph(100, "The parameter file is required.")
             content = await upload.read()
             if not content or len(content) > MEDIA_MAX_BYTES:
-                raise _graph(131053, "Media upload error", "file size out of range")
+                raise graph(131053, "Media upload error", "file size out of range")
             kind = form.get("type")
             media_id = str(10**15 + secrets.randbelow(9 * 10**15))
             self._media[media_id] = StoredMedia(
@@ -284,59 +263,42 @@ class WhatsAppFake:
             if hold_after:
                 await asyncio.sleep(self._settings.config.timeout_hold_s)
             return JSONResponse({"id": media_id})
-        except _Refused as refused:
+        except Refused as refused:
             return JSONResponse(refused.body, status_code=refused.status)
 
     async def _post_webhook_config(self, request: Request) -> Response:
         try:
             self._authorize(request)
-            body = await _json_object(request)
+            body = await json_object(request)
             url, headers = body.get("url"), body.get("headers", {})
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise _gateway(400, "url must be an absolute http(s) URL")
+                raise gateway(400, "url must be an absolute http(s) URL")
             if not isinstance(headers, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
             ):
-                raise _gateway(400, "headers must map strings to strings")
+                raise gateway(400, "headers must map strings to strings")
             self.register_webhook(url, headers)
             return JSONResponse({"url": url})
-        except _Refused as refused:
+        except Refused as refused:
             return JSONResponse(refused.body, status_code=refused.status)
 
     def _authorize(self, request: Request) -> None:
         given = request.headers.get("D360-API-KEY", "")
         if not hmac.compare_digest(given.encode(), self._api_key.encode()):
-            raise _gateway(401, "Invalid api_key")
-
-    async def _faults_before_work(self) -> bool:
-        """Plays the configured faults; returns whether the answer must be held afterwards.
-
-        All dice are rolled before the first await, so the order of rolls is the order in
-        which requests arrived.
-        """
-        faults, dice = self._settings.config.faults.whatsapp, self._settings.dice
-        if dice.roll(faults.error_429):
-            raise _graph(130429, "Rate limit hit", "throughput reached", status=429)
-        if dice.roll(faults.error_5xx):
-            raise _graph(131000, "Something went wrong", status=500)
-        if dice.roll(faults.timeout_before):
-            # Lost on the way in: nothing is recorded, and the answer comes too late.
-            await asyncio.sleep(self._settings.config.timeout_hold_s)
-            raise _gateway(504, "Gateway timeout")
-        return dice.roll(faults.timeout_after)
+            raise gateway(401, "Invalid api_key")
 
     def _mark_read(self, body: dict[str, Any]) -> dict[str, Any]:
-        _check_product(body)
+        check_product(body)
         message_id = body.get("message_id")
         if not isinstance(message_id, str) or message_id not in self._inbound:
-            raise _graph(100, "Invalid parameter", "message_id is not a known message")
+            raise graph(100, "Invalid parameter", "message_id is not a known message")
         self._read.add(message_id)
         return {"success": True}
 
     def _accept(self, body: dict[str, Any], *, held: bool = False) -> dict[str, Any]:
-        _check_product(body)
-        to = _check_recipient(body)
-        content = _check_message(body, self._templates, self._media)
+        check_product(body)
+        to = check_recipient(body)
+        content = check_message(body, self._templates, self._media)
         msisdn = to.lstrip("+")
         phone = self._phone(msisdn)
         item = _Received(
@@ -351,7 +313,8 @@ class WhatsAppFake:
         )
         phone.received.append(item)
         outside_window = content.template is None and not self._in_window(phone)
-        self._schedule_statuses(msisdn, item, failed=outside_window)
+        statuses = ["failed"] if outside_window else ["sent", "delivered", "read"]
+        self._webhooks.post_statuses(statuses, partial(self._status_envelope, msisdn, item))
         message: dict[str, Any] = {"id": item.wamid}
         if content.template is not None:
             message["message_status"] = "accepted"
@@ -367,69 +330,13 @@ class WhatsAppFake:
         age = (utcnow() - phone.last_inbound).total_seconds()
         return age <= self._settings.config.customer_window_s
 
-    # Statuses and webhooks -------------------------------------------------------------------
-
-    def _schedule_statuses(self, msisdn: str, item: _Received, *, failed: bool) -> None:
-        names = ["failed"] if failed else ["sent", "delivered", "read"]
-        dice, chance = self._settings.dice, self._settings.config.faults.webhooks.duplicate
-        plan = [(name, dice.roll(chance)) for name in names]  # rolled now, in request order
-        delay = self._settings.config.status_delay_ms / 1000
-        self._spawn(self._deliver(msisdn, item, plan, delay))
-
-    async def _deliver(
-        self, msisdn: str, item: _Received, plan: list[tuple[str, bool]], delay: float
-    ) -> None:
-        for name, duplicate in plan:
-            await asyncio.sleep(delay)
-            status: dict[str, Any] = {
-                "id": item.wamid,
-                "status": name,
-                "timestamp": str(int(utcnow().timestamp())),
-                "recipient_id": msisdn,
-            }
-            if name == "failed":
-                item.status, item.error_code = "failed", REENGAGEMENT_REQUIRED
-                status["errors"] = [dict(_REENGAGEMENT_ERROR)]
-            else:
-                item.status = name
-                category = "utility" if item.template is not None else "service"
-                status["pricing"] = {
-                    "billable": False,
-                    "pricing_model": "PMP",
-                    "category": category,
-                }
-            envelope = _envelope({"statuses": [status]})
-            for _ in range(2 if duplicate else 1):
-                await self._post_until_taken(envelope)
-
-    async def _post_until_taken(self, envelope: dict[str, Any]) -> None:
-        """Post again while the app does not take it, for `webhook_retry_s`; later statuses of
-        the message wait behind (reference/whatsapp-360dialog.md §3.6)."""
-        deadline = asyncio.get_running_loop().time() + self._settings.config.webhook_retry_s
-        pause = 0.2
-        while not 200 <= await self._post_webhook(envelope) < 300:
-            if asyncio.get_running_loop().time() + pause > deadline:
-                return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
-
-    async def _post_webhook(self, envelope: dict[str, Any]) -> int:
-        url = self._webhook_url
-        if url is None:
-            return NO_ANSWER
-        try:
-            response = await self._http.post(
-                url, json=envelope, headers=self._webhook_headers, timeout=WEBHOOK_TIMEOUT
-            )
-        except httpx.HTTPError as error:
-            logger.info("simulator webhook not delivered: %s", type(error).__name__)
-            return NO_ANSWER
-        return response.status_code
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _status_envelope(self, msisdn: str, item: _Received, name: str) -> dict[str, Any]:
+        """Records the status on the phone's copy, then builds its webhook."""
+        if name == "failed":
+            item.status, item.error_code = "failed", REENGAGEMENT_REQUIRED
+        else:
+            item.status = name
+        return status_envelope(item.wamid, msisdn, name, template=item.template is not None)
 
     # Helpers ---------------------------------------------------------------------------------
 
@@ -473,260 +380,6 @@ class WhatsAppFake:
         return button_id[:BUTTON_TITLE_MAX], None
 
 
-def _envelope(value: dict[str, Any]) -> dict[str, Any]:
-    """The Cloud API webhook envelope around one change's value."""
-    metadata = {"display_phone_number": BUSINESS_NUMBER, "phone_number_id": PHONE_NUMBER_ID}
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": WABA_ID,
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {"messaging_product": "whatsapp", "metadata": metadata, **value},
-                    }
-                ],
-            }
-        ],
-    }
-
-
 def _new_wamid() -> str:
     # Opaque, base64-ish like the real ones (which contain + / =): store as text, never parse.
     return "wamid." + base64.b64encode(b"SIM" + secrets.token_bytes(29)).decode()
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as error:
-        raise _graph(100, "Invalid parameter", "the body is not JSON") from error
-    if not isinstance(body, dict):
-        raise _graph(100, "Invalid parameter", "the body must be a JSON object")
-    return body
-
-
-# Payload rules, as the Cloud API applies them ---------------------------------------------------
-# Codes: 100 invalid parameter (Graph), 131008 required parameter missing, 131009 parameter value
-# not valid, 132000 template parameter count mismatch, 132001 template missing in that language.
-# https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/
-INVALID_PARAMETER = 100
-MISSING_PARAMETER = 131008
-INVALID_VALUE = 131009
-TEMPLATE_PARAM_MISMATCH = 132000
-TEMPLATE_NOT_FOUND = 132001
-_REENGAGEMENT_ERROR: dict[str, Any] = {
-    "code": REENGAGEMENT_REQUIRED,
-    "title": "Re-engagement message",
-    "message": "Re-engagement message",
-    "error_data": {
-        "details": "Message failed to send because more than 24 hours have passed since the "
-        "customer last replied to this number."
-    },
-    "href": "https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/",
-}
-
-
-class _Refused(Exception):
-    """An API request the fake answers with an error (status and body as 360dialog would)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-
-
-def _graph(code: int, message: str, details: str | None = None, *, status: int = 400) -> _Refused:
-    return _Refused(status, graph_error_body(code, message, details))
-
-
-def _gateway(status: int, message: str) -> _Refused:
-    return _Refused(status, gateway_error_body(status, message))
-
-
-@dataclass(frozen=True)
-class _Content:
-    type: str
-    text: str | None
-    buttons: list[dict[str, str]] = field(default_factory=list)
-    template: dict[str, Any] | None = None
-
-
-def _check_product(body: dict[str, Any]) -> None:
-    if body.get("messaging_product") != "whatsapp":
-        raise _graph(INVALID_PARAMETER, "The parameter messaging_product is required.")
-
-
-def _check_recipient(body: dict[str, Any]) -> str:
-    to = body.get("to")
-    if body.get("recipient_type", "individual") != "individual":
-        raise _graph(INVALID_PARAMETER, "Invalid parameter", "recipient_type must be individual")
-    if not isinstance(to, str) or not to.lstrip("+").isdigit():
-        raise _graph(INVALID_PARAMETER, "The parameter to is required.")
-    return to
-
-
-def _check_message(
-    body: dict[str, Any],
-    templates: Mapping[str, TemplateDefinition],
-    media: Mapping[str, StoredMedia],
-) -> _Content:
-    kind = body.get("type")
-    content = body.get(kind) if isinstance(kind, str) else None
-    if kind not in {"text", "interactive", "template", "document"}:
-        raise _graph(INVALID_PARAMETER, "Invalid parameter", f"type {kind!r} is not simulated")
-    if not isinstance(content, dict):
-        raise _graph(MISSING_PARAMETER, "Required parameter is missing", f"{kind} object")
-    if kind == "text":
-        text = _string(content.get("body"), "text.body", TEXT_BODY_MAX)
-        return _Content(type="text", text=text)
-    if kind == "interactive":
-        return _interactive(content, media)
-    if kind == "template":
-        return _template(content, templates)
-    caption = content.get("caption")
-    if caption is not None:
-        _string(caption, "document.caption", CAPTION_MAX)
-    _media_ref(content, media, "document")
-    return _Content(type="document", text=caption)
-
-
-def _string(value: Any, what: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _graph(MISSING_PARAMETER, "Required parameter is missing", f"{what} is required")
-    if len(value) > limit:
-        raise _graph(INVALID_VALUE, "Parameter value is not valid", f"{what} too long ({limit})")
-    return value
-
-
-def _media_ref(content: dict[str, Any], media: Mapping[str, StoredMedia], what: str) -> None:
-    media_id, link = content.get("id"), content.get("link")
-    if isinstance(media_id, str) and media_id in media:
-        return
-    if media_id is None and isinstance(link, str) and link.startswith("https://"):
-        return
-    raise _graph(INVALID_VALUE, "Parameter value is not valid", f"{what}: unknown media id")
-
-
-def _interactive(content: dict[str, Any], media: Mapping[str, StoredMedia]) -> _Content:
-    if content.get("type") != "button":
-        raise _graph(INVALID_PARAMETER, "Invalid parameter", "only reply buttons are simulated")
-    body = content.get("body")
-    text = _string(
-        body.get("text") if isinstance(body, dict) else None, "body.text", INTERACTIVE_BODY_MAX
-    )
-    header, footer = content.get("header"), content.get("footer")
-    if isinstance(header, dict) and header.get("type") == "text":
-        _string(header.get("text"), "header.text", HEADER_FOOTER_MAX)
-    elif isinstance(header, dict) and header.get("type") in {"document", "image", "video"}:
-        kind = header["type"]
-        reference = header.get(kind)
-        _media_ref(reference if isinstance(reference, dict) else {}, media, kind)
-    elif header is not None:
-        raise _graph(INVALID_VALUE, "Parameter value is not valid", "header")
-    if footer is not None:
-        _string(
-            footer.get("text") if isinstance(footer, dict) else None,
-            "footer.text",
-            HEADER_FOOTER_MAX,
-        )
-    action = content.get("action")
-    buttons = _reply_buttons(action.get("buttons") if isinstance(action, dict) else None)
-    return _Content(type="interactive", text=text, buttons=buttons)
-
-
-def _reply_buttons(raw: Any) -> list[dict[str, str]]:
-    if not isinstance(raw, list) or not 1 <= len(raw) <= BUTTONS_MAX:
-        raise _graph(INVALID_VALUE, "Parameter value is not valid", "Buttons count is invalid")
-    buttons: list[dict[str, str]] = []
-    for item in raw:
-        reply = item.get("reply") if isinstance(item, dict) else None
-        if not isinstance(reply, dict) or item.get("type") != "reply":
-            raise _graph(INVALID_VALUE, "Parameter value is not valid", "button type")
-        button_id = _string(reply.get("id"), "button id", BUTTON_ID_MAX)
-        title = _string(reply.get("title"), "Button title length", BUTTON_TITLE_MAX)
-        buttons.append({"id": button_id, "title": title})
-    if len({b["id"] for b in buttons}) != len(buttons):
-        raise _graph(INVALID_VALUE, "Parameter value is not valid", "button ids must be unique")
-    if len({b["title"] for b in buttons}) != len(buttons):
-        raise _graph(INVALID_VALUE, "Parameter value is not valid", "button titles must be unique")
-    return buttons
-
-
-def _template(content: dict[str, Any], templates: Mapping[str, TemplateDefinition]) -> _Content:
-    name = content.get("name")
-    language = content.get("language")
-    code = language.get("code") if isinstance(language, dict) else None
-    definition = templates.get(name) if isinstance(name, str) else None
-    if definition is None or definition.language != code:
-        raise _graph(
-            TEMPLATE_NOT_FOUND,
-            "Template name does not exist in the translation",
-            f"template name ({name}) does not exist in {code}",
-        )
-    params, payloads = _template_components(content.get("components", []), definition)
-    if len(params) != definition.param_count:
-        raise _graph(
-            TEMPLATE_PARAM_MISMATCH,
-            "Number of parameters does not match the expected number of params",
-            f"body: number of localizable_params ({len(params)}) does not match the expected "
-            f"number of params ({definition.param_count})",
-        )
-    buttons = [
-        {"id": payloads.get(index, button.text), "title": button.text}
-        for index, button in enumerate(definition.buttons)
-    ]
-    return _Content(
-        type="template",
-        text=definition.render(params),
-        buttons=buttons,
-        template={"name": definition.name, "params": params},
-    )
-
-
-def _template_components(
-    components: Any, definition: TemplateDefinition
-) -> tuple[list[str], dict[int, str]]:
-    """(body parameters, quick-reply payload by button index) of a template send."""
-    if not isinstance(components, list):
-        raise _graph(INVALID_PARAMETER, "Invalid parameter", "components must be a list")
-    params: list[str] = []
-    payloads: dict[int, str] = {}
-    for component in components:
-        kind = component.get("type") if isinstance(component, dict) else None
-        parameters = component.get("parameters", []) if isinstance(component, dict) else []
-        if kind == "body" and isinstance(parameters, list):
-            params.extend(_template_param(p) for p in parameters)
-        elif kind == "button" and component.get("sub_type") == "quick_reply":
-            index = component.get("index")
-            position = int(index) if isinstance(index, str | int) and str(index).isdigit() else -1
-            payload = (
-                parameters[0].get("payload")
-                if parameters and isinstance(parameters[0], dict)
-                else None
-            )
-            if position not in definition.quick_reply_indexes or not isinstance(payload, str):
-                raise _graph(INVALID_VALUE, "Parameter value is not valid", "button parameter")
-            payloads[position] = payload
-        else:
-            raise _graph(
-                TEMPLATE_PARAM_MISMATCH,
-                "Number of parameters does not match the expected number of params",
-                f"{kind}: the template has no parameters there",
-            )
-    return params, payloads
-
-
-def _template_param(raw: Any) -> str:
-    text = raw.get("text") if isinstance(raw, dict) and raw.get("type") == "text" else None
-    if not isinstance(text, str) or not text.strip():
-        raise _graph(MISSING_PARAMETER, "Required parameter is missing", "body text parameter")
-    # Meta refuses newlines, tabs and runs of five spaces in a parameter (see client.py).
-    if any(c in text for c in "\n\r\t") or "     " in text:
-        raise _graph(
-            INVALID_VALUE,
-            "Parameter value is not valid",
-            "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
-        )
-    return text
