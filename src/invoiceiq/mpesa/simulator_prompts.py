@@ -234,8 +234,9 @@ class PromptBook:
         dice = self._settings.dice
         # Rolled now, not inside the delivery task, so the dice are used in a repeatable order.
         if dice.roll(faults.drop):
+            # The MerchantRequestID, not the CheckoutRequestID: that one ends in the phone number.
             logger.info(
-                "simulated callback dropped", extra={"checkout": prompt.checkout_request_id}
+                "simulated callback dropped", extra={"merchant_request": prompt.merchant_request_id}
             )
             return
         copies = 2 if dice.roll(faults.duplicate) else 1

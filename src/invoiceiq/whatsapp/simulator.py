@@ -41,8 +41,8 @@ from invoiceiq.whatsapp.simulator_requests import (
     check_message,
     check_product,
     check_recipient,
-    gateway,
-    graph,
+    gateway_refusal,
+    graph_refusal,
     json_object,
     play_faults,
 )
@@ -247,12 +247,12 @@ class WhatsAppFake:
             form = await request.form()
             upload = form.get("file")
             if form.get("messaging_product") != "whatsapp":
-                raise graph(100, "The parameter messaging_product is required.")
+                raise graph_refusal(100, "The parameter messaging_product is required.")
             if not isinstance(upload, UploadFile):
-                raise graph(100, "The parameter file is required.")
+                raise graph_refusal(100, "The parameter file is required.")
             content = await upload.read()
             if not content or len(content) > MEDIA_MAX_BYTES:
-                raise graph(131053, "Media upload error", "file size out of range")
+                raise graph_refusal(131053, "Media upload error", "file size out of range")
             kind = form.get("type")
             media_id = str(10**15 + secrets.randbelow(9 * 10**15))
             self._media[media_id] = StoredMedia(
@@ -272,11 +272,11 @@ class WhatsAppFake:
             body = await json_object(request)
             url, headers = body.get("url"), body.get("headers", {})
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise gateway(400, "url must be an absolute http(s) URL")
+                raise gateway_refusal(400, "url must be an absolute http(s) URL")
             if not isinstance(headers, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
             ):
-                raise gateway(400, "headers must map strings to strings")
+                raise gateway_refusal(400, "headers must map strings to strings")
             self.register_webhook(url, headers)
             return JSONResponse({"url": url})
         except Refused as refused:
@@ -285,13 +285,13 @@ class WhatsAppFake:
     def _authorize(self, request: Request) -> None:
         given = request.headers.get("D360-API-KEY", "")
         if not hmac.compare_digest(given.encode(), self._api_key.encode()):
-            raise gateway(401, "Invalid api_key")
+            raise gateway_refusal(401, "Invalid api_key")
 
     def _mark_read(self, body: dict[str, Any]) -> dict[str, Any]:
         check_product(body)
         message_id = body.get("message_id")
         if not isinstance(message_id, str) or message_id not in self._inbound:
-            raise graph(100, "Invalid parameter", "message_id is not a known message")
+            raise graph_refusal(100, "Invalid parameter", "message_id is not a known message")
         self._read.add(message_id)
         return {"success": True}
 
@@ -314,7 +314,7 @@ class WhatsAppFake:
         phone.received.append(item)
         outside_window = content.template is None and not self._in_window(phone)
         statuses = ["failed"] if outside_window else ["sent", "delivered", "read"]
-        self._webhooks.post_statuses(statuses, partial(self._status_envelope, msisdn, item))
+        self._webhooks.post_statuses(statuses, partial(self._record_status, msisdn, item))
         message: dict[str, Any] = {"id": item.wamid}
         if content.template is not None:
             message["message_status"] = "accepted"
@@ -330,8 +330,8 @@ class WhatsAppFake:
         age = (utcnow() - phone.last_inbound).total_seconds()
         return age <= self._settings.config.customer_window_s
 
-    def _status_envelope(self, msisdn: str, item: _Received, name: str) -> dict[str, Any]:
-        """Records the status on the phone's copy, then builds its webhook."""
+    def _record_status(self, msisdn: str, item: _Received, name: str) -> dict[str, Any]:
+        """Record the status on the phone's copy of the message; its webhook envelope."""
         if name == "failed":
             item.status, item.error_code = "failed", REENGAGEMENT_REQUIRED
         else:

@@ -47,11 +47,13 @@ class Refused(Exception):
         self.body = body
 
 
-def graph(code: int, message: str, details: str | None = None, *, status: int = 400) -> Refused:
+def graph_refusal(
+    code: int, message: str, details: str | None = None, *, status: int = 400
+) -> Refused:
     return Refused(status, graph_error_body(code, message, details))
 
 
-def gateway(status: int, message: str) -> Refused:
+def gateway_refusal(status: int, message: str) -> Refused:
     return Refused(status, gateway_error_body(status, message))
 
 
@@ -73,13 +75,13 @@ async def play_faults(settings: SimulatorSettings) -> bool:
     """
     faults, dice = settings.config.faults.whatsapp, settings.dice
     if dice.roll(faults.error_429):
-        raise graph(130429, "Rate limit hit", "throughput reached", status=429)
+        raise graph_refusal(130429, "Rate limit hit", "throughput reached", status=429)
     if dice.roll(faults.error_5xx):
-        raise graph(131000, "Something went wrong", status=500)
+        raise graph_refusal(131000, "Something went wrong", status=500)
     if dice.roll(faults.timeout_before):
         # Lost on the way in: nothing is recorded, and the answer comes too late.
         await asyncio.sleep(settings.config.timeout_hold_s)
-        raise gateway(504, "Gateway timeout")
+        raise gateway_refusal(504, "Gateway timeout")
     return dice.roll(faults.timeout_after)
 
 
@@ -87,23 +89,25 @@ async def json_object(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as error:
-        raise graph(100, "Invalid parameter", "the body is not JSON") from error
+        raise graph_refusal(100, "Invalid parameter", "the body is not JSON") from error
     if not isinstance(body, dict):
-        raise graph(100, "Invalid parameter", "the body must be a JSON object")
+        raise graph_refusal(100, "Invalid parameter", "the body must be a JSON object")
     return body
 
 
 def check_product(body: dict[str, Any]) -> None:
     if body.get("messaging_product") != "whatsapp":
-        raise graph(INVALID_PARAMETER, "The parameter messaging_product is required.")
+        raise graph_refusal(INVALID_PARAMETER, "The parameter messaging_product is required.")
 
 
 def check_recipient(body: dict[str, Any]) -> str:
     to = body.get("to")
     if body.get("recipient_type", "individual") != "individual":
-        raise graph(INVALID_PARAMETER, "Invalid parameter", "recipient_type must be individual")
+        raise graph_refusal(
+            INVALID_PARAMETER, "Invalid parameter", "recipient_type must be individual"
+        )
     if not isinstance(to, str) or not to.lstrip("+").isdigit():
-        raise graph(INVALID_PARAMETER, "The parameter to is required.")
+        raise graph_refusal(INVALID_PARAMETER, "The parameter to is required.")
     return to
 
 
@@ -116,9 +120,11 @@ def check_message(
     kind = body.get("type")
     content = body.get(kind) if isinstance(kind, str) else None
     if kind not in {"text", "interactive", "template", "document"}:
-        raise graph(INVALID_PARAMETER, "Invalid parameter", f"type {kind!r} is not simulated")
+        raise graph_refusal(
+            INVALID_PARAMETER, "Invalid parameter", f"type {kind!r} is not simulated"
+        )
     if not isinstance(content, dict):
-        raise graph(MISSING_PARAMETER, "Required parameter is missing", f"{kind} object")
+        raise graph_refusal(MISSING_PARAMETER, "Required parameter is missing", f"{kind} object")
     if kind == "text":
         text = _string(content.get("body"), "text.body", TEXT_BODY_MAX)
         return Content(type="text", text=text)
@@ -135,9 +141,13 @@ def check_message(
 
 def _string(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise graph(MISSING_PARAMETER, "Required parameter is missing", f"{what} is required")
+        raise graph_refusal(
+            MISSING_PARAMETER, "Required parameter is missing", f"{what} is required"
+        )
     if len(value) > limit:
-        raise graph(INVALID_VALUE, "Parameter value is not valid", f"{what} too long ({limit})")
+        raise graph_refusal(
+            INVALID_VALUE, "Parameter value is not valid", f"{what} too long ({limit})"
+        )
     return value
 
 
@@ -147,12 +157,14 @@ def _media_ref(content: dict[str, Any], media_ids: Container[str], what: str) ->
         return
     if media_id is None and isinstance(link, str) and link.startswith("https://"):
         return
-    raise graph(INVALID_VALUE, "Parameter value is not valid", f"{what}: unknown media id")
+    raise graph_refusal(INVALID_VALUE, "Parameter value is not valid", f"{what}: unknown media id")
 
 
 def _interactive(content: dict[str, Any], media_ids: Container[str]) -> Content:
     if content.get("type") != "button":
-        raise graph(INVALID_PARAMETER, "Invalid parameter", "only reply buttons are simulated")
+        raise graph_refusal(
+            INVALID_PARAMETER, "Invalid parameter", "only reply buttons are simulated"
+        )
     body = content.get("body")
     text = _string(
         body.get("text") if isinstance(body, dict) else None, "body.text", INTERACTIVE_BODY_MAX
@@ -165,7 +177,7 @@ def _interactive(content: dict[str, Any], media_ids: Container[str]) -> Content:
         reference = header.get(kind)
         _media_ref(reference if isinstance(reference, dict) else {}, media_ids, kind)
     elif header is not None:
-        raise graph(INVALID_VALUE, "Parameter value is not valid", "header")
+        raise graph_refusal(INVALID_VALUE, "Parameter value is not valid", "header")
     if footer is not None:
         _string(
             footer.get("text") if isinstance(footer, dict) else None,
@@ -179,19 +191,25 @@ def _interactive(content: dict[str, Any], media_ids: Container[str]) -> Content:
 
 def _reply_buttons(raw: Any) -> list[dict[str, str]]:
     if not isinstance(raw, list) or not 1 <= len(raw) <= BUTTONS_MAX:
-        raise graph(INVALID_VALUE, "Parameter value is not valid", "Buttons count is invalid")
+        raise graph_refusal(
+            INVALID_VALUE, "Parameter value is not valid", "Buttons count is invalid"
+        )
     buttons: list[dict[str, str]] = []
     for item in raw:
         reply = item.get("reply") if isinstance(item, dict) else None
         if not isinstance(reply, dict) or item.get("type") != "reply":
-            raise graph(INVALID_VALUE, "Parameter value is not valid", "button type")
+            raise graph_refusal(INVALID_VALUE, "Parameter value is not valid", "button type")
         button_id = _string(reply.get("id"), "button id", BUTTON_ID_MAX)
         title = _string(reply.get("title"), "Button title length", BUTTON_TITLE_MAX)
         buttons.append({"id": button_id, "title": title})
     if len({b["id"] for b in buttons}) != len(buttons):
-        raise graph(INVALID_VALUE, "Parameter value is not valid", "button ids must be unique")
+        raise graph_refusal(
+            INVALID_VALUE, "Parameter value is not valid", "button ids must be unique"
+        )
     if len({b["title"] for b in buttons}) != len(buttons):
-        raise graph(INVALID_VALUE, "Parameter value is not valid", "button titles must be unique")
+        raise graph_refusal(
+            INVALID_VALUE, "Parameter value is not valid", "button titles must be unique"
+        )
     return buttons
 
 
@@ -201,14 +219,14 @@ def _template(content: dict[str, Any], templates: Mapping[str, TemplateDefinitio
     code = language.get("code") if isinstance(language, dict) else None
     definition = templates.get(name) if isinstance(name, str) else None
     if definition is None or definition.language != code:
-        raise graph(
+        raise graph_refusal(
             TEMPLATE_NOT_FOUND,
             "Template name does not exist in the translation",
             f"template name ({name}) does not exist in {code}",
         )
     params, payloads = _template_components(content.get("components", []), definition)
     if len(params) != definition.param_count:
-        raise graph(
+        raise graph_refusal(
             TEMPLATE_PARAM_MISMATCH,
             "Number of parameters does not match the expected number of params",
             f"body: number of localizable_params ({len(params)}) does not match the expected "
@@ -231,7 +249,7 @@ def _template_components(
 ) -> tuple[list[str], dict[int, str]]:
     """(body parameters, quick-reply payload by button index) of a template send."""
     if not isinstance(components, list):
-        raise graph(INVALID_PARAMETER, "Invalid parameter", "components must be a list")
+        raise graph_refusal(INVALID_PARAMETER, "Invalid parameter", "components must be a list")
     params: list[str] = []
     payloads: dict[int, str] = {}
     for component in components:
@@ -248,10 +266,12 @@ def _template_components(
                 else None
             )
             if position not in definition.quick_reply_indexes or not isinstance(payload, str):
-                raise graph(INVALID_VALUE, "Parameter value is not valid", "button parameter")
+                raise graph_refusal(
+                    INVALID_VALUE, "Parameter value is not valid", "button parameter"
+                )
             payloads[position] = payload
         else:
-            raise graph(
+            raise graph_refusal(
                 TEMPLATE_PARAM_MISMATCH,
                 "Number of parameters does not match the expected number of params",
                 f"{kind}: the template has no parameters there",
@@ -262,10 +282,12 @@ def _template_components(
 def _template_param(raw: Any) -> str:
     text = raw.get("text") if isinstance(raw, dict) and raw.get("type") == "text" else None
     if not isinstance(text, str) or not text.strip():
-        raise graph(MISSING_PARAMETER, "Required parameter is missing", "body text parameter")
+        raise graph_refusal(
+            MISSING_PARAMETER, "Required parameter is missing", "body text parameter"
+        )
     # Meta refuses newlines, tabs and runs of five spaces in a parameter (see client.py).
     if any(c in text for c in "\n\r\t") or "     " in text:
-        raise graph(
+        raise graph_refusal(
             INVALID_VALUE,
             "Parameter value is not valid",
             "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",

@@ -14,7 +14,8 @@ from invoiceiq.kit.clock import utcnow
 from invoiceiq.simulator.config import SimulatorSettings
 from invoiceiq.whatsapp.errors import REENGAGEMENT_REQUIRED
 
-logger = logging.getLogger(__name__)
+# The fake's logs keep one logger name, whichever of its modules writes them.
+logger = logging.getLogger("invoiceiq.whatsapp.simulator")
 
 # The simulated business number, as WhatsApp names it in webhooks.
 BUSINESS_NUMBER = "254700000000"
