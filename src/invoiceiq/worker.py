@@ -89,10 +89,6 @@ class WorkerOptions:
     handler_timeout: float = 120.0
 
 
-class _AbandonedBookkeepingFailed(Exception):
-    """A topic's `OnAbandoned` raised: its transaction is rolled back."""
-
-
 class Worker:
     def __init__(
         self,
@@ -184,37 +180,43 @@ class Worker:
                 lease_until=now + timedelta(seconds=self._options.lease),
                 limit=limit,
                 token=token,
+                max_attempts=self._options.max_attempts,
             )
 
     async def _bury_abandoned(self, now: datetime) -> None:
-        """Rows whose lease ran out on their last allowed attempt go dead, each with its topic's
-        bookkeeping in the same transaction. Should the bookkeeping fail, the rows are buried
-        without it: a poison row that kills the worker must not run again."""
-        max_attempts = self._options.max_attempts
-        try:
-            async with unit_of_work(self._sessions) as session:
-                buried = await repository.bury_abandoned(
-                    session, now=now, max_attempts=max_attempts
-                )
-                for row in buried:
-                    await self._abandoned(session, row.topic, row.payload)
-        except _AbandonedBookkeepingFailed:
-            log.exception("outbox bookkeeping of abandoned rows failed; burying them without it")
-            async with unit_of_work(self._statements) as session:
-                buried = await repository.bury_abandoned(
-                    session, now=now, max_attempts=max_attempts
-                )
+        """Rows whose last allowed run never finished go dead, each with its topic's
+        bookkeeping, in one transaction.
+
+        Only once that run has surely ended: its lease ran out more than a handler timeout ago
+        (a run that lost its lease to a database outage is cancelled at the timeout), so a slow
+        but live worker's send is not reported as failed while it still goes out.
+        """
+        grace = timedelta(seconds=self._options.handler_timeout)
+        async with unit_of_work(self._sessions) as session:
+            buried = await repository.bury_abandoned(
+                session, expired_before=now - grace, max_attempts=self._options.max_attempts
+            )
+            for row in buried:
+                await self._abandoned(session, row.id, row.topic, row.payload)
         for row in buried:
             metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
 
-    async def _abandoned(self, session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
+    async def _abandoned(
+        self, session: AsyncSession, row_id: uuid.UUID, topic: str, payload: dict[str, Any]
+    ) -> None:
+        """The topic's bookkeeping of a row going dead unfinished, in a savepoint: should it
+        fail, the row goes dead without it (logged), and other rows keep theirs."""
         hook = self._on_abandoned.get(topic)
         if hook is None:
             return
         try:
-            await hook(session, payload)
-        except Exception as error:
-            raise _AbandonedBookkeepingFailed(topic) from error
+            async with session.begin_nested():
+                await hook(session, payload)
+        except Exception:
+            log.exception(
+                "outbox bookkeeping of an abandoned row failed; it goes dead without it",
+                extra={"topic": topic, "row": str(row_id)},
+            )
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         was_full = len(self._in_flight) >= self._options.concurrency
@@ -309,7 +311,7 @@ class Worker:
             elif outcome == "dead":
                 kept = await repository.mark_dead(session, row, error=error or "failed")
                 if kept and abandoned:
-                    await self._abandoned(session, row.topic, row.payload)
+                    await self._abandoned(session, row.id, row.topic, row.payload)
             else:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)

@@ -190,31 +190,44 @@ async def test_a_fault_of_ours_at_the_last_attempt_is_told_too(
         assert "could not be reached" in (alert.request or {})["text"]
 
 
+async def abandon(rig: Rig, row: ClaimedRow) -> None:
+    """The row on its last attempt, whose worker died mid-run: its lease ran out longer than a
+    handler timeout ago."""
+    expired = utcnow() - timedelta(seconds=rig.settings.outbox_handler_timeout + 1)
+    async with rig.sessions() as session, session.begin():
+        await session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(
+                status=OutboxStatus.RUNNING,
+                attempts=MAX_ATTEMPTS,
+                claim_token="a-worker-that-died",
+                locked_until=expired,
+            )
+        )
+
+
+async def run_worker(rig: Rig) -> None:
+    """The worker `invoiceiq worker` runs, sending through the rig's fake."""
+    providers = make_providers(rig.settings, local_origin="http://unused", sessions=rig.sessions)
+    try:
+        await outbox_worker(rig.settings, rig.sessions, providers).run_until_idle()
+    finally:
+        await providers.aclose()
+
+
 async def test_a_send_whose_last_run_never_finished_is_told_too(
     sessions: SessionFactory, database_url: str
 ) -> None:
-    """The worker was killed during the last allowed run of the invoice's send (its lease ran
-    out; a run past OUTBOX_HANDLER_TIMEOUT ends the same way): the worker buries the row,
-    marks the message failed and tells the merchant, in one transaction."""
+    """The worker was killed during the last allowed run of the invoice's send (a run past
+    OUTBOX_HANDLER_TIMEOUT ends the same way): the row is buried, the message marked failed
+    and the merchant told, in one transaction."""
     async with rig(sessions, database_url) as r:
         invoice = await issue(r)
         row = await send_row(r, "invoice")
-        async with r.sessions() as session, session.begin():
-            await session.execute(
-                sa.update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(
-                    status=OutboxStatus.RUNNING,
-                    attempts=MAX_ATTEMPTS,
-                    claim_token="a-worker-that-died",
-                    locked_until=utcnow() - timedelta(seconds=1),
-                )
-            )
-        providers = make_providers(r.settings, local_origin="http://unused", sessions=sessions)
-        try:
-            await outbox_worker(r.settings, sessions, providers).run_until_idle()
-        finally:
-            await providers.aclose()
+        await abandon(r, row)
+
+        await run_worker(r)
 
         async with r.sessions() as session:
             buried = await session.get(OutboxMessage, row.id)
@@ -229,6 +242,25 @@ async def test_a_send_whose_last_run_never_finished_is_told_too(
         *_, told = r.fake.inbox(MERCHANT)
         assert told["template"]["name"] == "merchant_delivery_failed"
         assert invoice.number in told["template"]["params"]
+
+
+async def test_a_send_recorded_before_its_row_was_abandoned_is_not_told_as_failed(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    """An earlier run sent it and recorded the send, then lost its lease; the run after died:
+    the message went, so nothing is marked failed and the merchant hears nothing."""
+    async with rig(sessions, database_url) as r:
+        await issue(r)
+        row = await send_row(r, "invoice")
+        await r.sender(row)
+        await abandon(r, row)
+
+        await run_worker(r)
+
+        [entry] = await logs(r, "invoice")
+        assert entry.status is DeliveryStatus.SENT
+        assert await logs(r, "alert") == []
+        assert len(r.fake.inbox(CUSTOMER)) == 1
 
 
 async def test_template_parameters_go_on_one_line(

@@ -391,7 +391,12 @@ async def _claim_as_another_worker(
 ) -> ClaimedRow:
     async with unit_of_work(sessions) as session:
         [claimed] = await repository.claim(
-            session, now=now, lease_until=now + timedelta(seconds=lease), limit=10, token=token
+            session,
+            now=now,
+            lease_until=now + timedelta(seconds=lease),
+            limit=10,
+            token=token,
+            max_attempts=100,
         )
     return claimed
 
@@ -428,8 +433,9 @@ async def test_lease_expired_on_the_last_attempt_is_dead(sessions: SessionFactor
     calls: list[dict[str, Any]] = []
     row_id = await add(sessions)
     await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+    last_attempt = options(max_attempts=1, handler_timeout=0.5)
 
-    await Worker(sessions, {TOPIC: recorder(calls)}, options(max_attempts=1)).run_until_idle()
+    await Worker(sessions, {TOPIC: recorder(calls)}, last_attempt).run_until_idle()
 
     row = await fetch(sessions, row_id)
     assert calls == []
@@ -438,18 +444,43 @@ async def test_lease_expired_on_the_last_attempt_is_dead(sessions: SessionFactor
     assert "lease expired" in row.last_error
 
 
+async def test_last_attempt_whose_lease_just_ran_out_is_not_run_again_nor_buried_yet(
+    sessions: SessionFactory,
+) -> None:
+    """Its run may still be going (a worker whose heartbeat failed keeps running until the
+    handler timeout): nobody runs it again, and it is buried once that run surely ended."""
+    calls: list[dict[str, Any]] = []
+    row_id = await add(sessions)
+    await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+
+    await Worker(
+        sessions, {TOPIC: recorder(calls)}, options(max_attempts=1, handler_timeout=60)
+    ).run_until_idle()
+
+    assert calls == []
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.RUNNING
+    await Worker(
+        sessions, {TOPIC: recorder(calls)}, options(max_attempts=1, handler_timeout=0.5)
+    ).run_until_idle()
+    assert calls == []
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
+
+
 # Bookkeeping of rows abandoned on their last attempt (`on_abandoned`)
 
 BOOKKEEPING = "test.bookkeeping"
+# The handler timeout in these tests: a lease that ran out a second ago is past it.
+SHORT_TIMEOUT = 0.5
 
 
-def bookkeeping(calls: list[dict[str, Any]], *, fail: bool = False) -> OnAbandoned:
-    """A topic's bookkeeping: writes a row of its own (so a rollback shows), records the call."""
+def bookkeeping(calls: list[dict[str, Any]], *, fail_for: int | None = None) -> OnAbandoned:
+    """A topic's bookkeeping: writes a row of its own (so a rollback shows), records the call;
+    raises after writing for the payload {"n": fail_for}."""
 
     async def record(session: AsyncSession, payload: dict[str, Any]) -> None:
         calls.append(payload)
         await enqueue(session, BOOKKEEPING, payload, f"kept:{uuid.uuid4().hex}")
-        if fail:
+        if payload.get("n") == fail_for:
             raise RuntimeError("bookkeeping broke")
 
     return record
@@ -460,91 +491,132 @@ async def kept(sessions: SessionFactory) -> list[dict[str, Any]]:
         rows = await session.scalars(
             sa.select(OutboxMessage).where(OutboxMessage.topic == BOOKKEEPING)
         )
-        return [r.payload for r in rows]
+        return sorted((r.payload for r in rows), key=lambda p: p["n"])
+
+
+async def abandon_all(sessions: SessionFactory) -> None:
+    """A worker that took every due row on its last attempt, then died."""
+    now = utcnow()
+    async with unit_of_work(sessions) as session:
+        assert await repository.claim(
+            session,
+            now=now,
+            lease_until=now - timedelta(seconds=1),
+            limit=10,
+            token="a-worker-that-died",
+            max_attempts=100,
+        )
 
 
 async def test_a_row_abandoned_on_its_last_attempt_gets_its_topics_bookkeeping(
     sessions: SessionFactory,
 ) -> None:
     """The worker died during the last allowed run: the row goes dead, and its topic records
-    what its handler never could, in the same transaction; other topics have none."""
-    calls: list[dict[str, Any]] = []
+    what its handler never could, in the transaction that buries it; other topics have none."""
+    seen: list[tuple[OutboxStatus | None, OutboxStatus]] = []
     handled: list[dict[str, Any]] = []
     row_id = await add(sessions, {"n": 7})
     other_id = await add(sessions, {"n": 8}, topic="test.other")
-    now = utcnow()
-    async with unit_of_work(sessions) as session:  # a worker that took both, then died
-        claimed = await repository.claim(
-            session, now=now, lease_until=now - timedelta(seconds=1), limit=10, token="dead"
+    await abandon_all(sessions)
+
+    async def record(session: AsyncSession, payload: dict[str, Any]) -> None:
+        # Dead in the burial's own transaction, not yet for anyone else (PostgreSQL: SQLite
+        # lets no other session in while a transaction writes).
+        ours = await session.scalar(
+            sa.select(OutboxMessage.status).where(OutboxMessage.id == row_id)
         )
-    assert len(claimed) == 2
+        theirs = None
+        if session.get_bind().dialect.name == "postgresql":
+            theirs = (await fetch(sessions, row_id)).status
+        seen.append((ours, theirs))
+
     worker = Worker(
         sessions,
         {TOPIC: recorder(handled), "test.other": recorder(handled)},
-        options(max_attempts=1),
-        on_abandoned={TOPIC: bookkeeping(calls)},
+        options(max_attempts=1, handler_timeout=SHORT_TIMEOUT),
+        on_abandoned={TOPIC: record},
     )
 
     await worker.run_until_idle()
 
     assert handled == []
+    [(ours, theirs)] = seen
+    assert ours is OutboxStatus.DEAD
+    assert theirs in {OutboxStatus.RUNNING, None}
     assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
     assert (await fetch(sessions, other_id)).status is OutboxStatus.DEAD
-    assert calls == [{"n": 7}]
-    assert await kept(sessions) == [{"n": 7}]
 
 
-async def test_bookkeeping_that_fails_is_rolled_back_and_the_row_buried_without_it(
+async def test_bookkeeping_that_fails_is_undone_for_its_row_only(
     sessions: SessionFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A poison row must not run again because its bookkeeping broke too."""
+    """A poison row must not run again because its bookkeeping broke too, and rows buried with
+    it keep theirs."""
     calls: list[dict[str, Any]] = []
     handled: list[dict[str, Any]] = []
-    row_id = await add(sessions, {"n": 7})
-    await _claim_as_another_worker(sessions, now=utcnow(), lease=-1)
+    broken = await add(sessions, {"n": 7})
+    fine = await add(sessions, {"n": 8})
+    await abandon_all(sessions)
     worker = Worker(
         sessions,
         {TOPIC: recorder(handled)},
-        options(max_attempts=1),
-        on_abandoned={TOPIC: bookkeeping(calls, fail=True)},
+        options(max_attempts=1, handler_timeout=SHORT_TIMEOUT),
+        on_abandoned={TOPIC: bookkeeping(calls, fail_for=7)},
     )
 
     await worker.run_until_idle()
 
     assert handled == []
-    assert calls == [{"n": 7}]
-    row = await fetch(sessions, row_id)
-    assert row.status is OutboxStatus.DEAD
-    assert row.last_error is not None and "lease expired" in row.last_error
-    assert await kept(sessions) == []
-    assert "bookkeeping of abandoned rows failed" in caplog.text
+    assert sorted(c["n"] for c in calls) == [7, 8]
+    for row_id in (broken, fine):
+        row = await fetch(sessions, row_id)
+        assert row.status is OutboxStatus.DEAD
+        assert row.last_error is not None and "lease expired" in row.last_error
+    assert await kept(sessions) == [{"n": 8}]
+    [failure] = [r for r in caplog.records if "bookkeeping of an abandoned row" in r.message]
+    assert failure.__dict__["row"] == str(broken)
 
 
-async def test_a_last_run_past_the_timeout_gets_the_bookkeeping(sessions: SessionFactory) -> None:
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_last_run_past_the_timeout_gets_the_bookkeeping(
+    sessions: SessionFactory, fails: bool
+) -> None:
+    """Recorded by the worker that ran it; bookkeeping that fails is undone, and the row goes
+    dead all the same (never run again)."""
     calls: list[dict[str, Any]] = []
+    runs: list[int] = []
 
     async def stuck(row: ClaimedRow) -> None:
+        runs.append(row.attempts)
         await asyncio.sleep(60)
 
     row_id = await add(sessions, {"n": 7})
     worker = Worker(
         sessions,
         {TOPIC: stuck},
-        options(max_attempts=2, handler_timeout=0.2, backoff_base=0.01),
-        on_abandoned={TOPIC: bookkeeping(calls)},
+        options(max_attempts=2, handler_timeout=0.2, backoff_base=0.01, lease=0.5),
+        on_abandoned={TOPIC: bookkeeping(calls, fail_for=7 if fails else None)},
     )
 
     async with running(worker):
         row = await status_becomes(sessions, row_id, OutboxStatus.DEAD)
+        await asyncio.sleep(1.0)  # past the lease: nothing claims it again
 
-    assert row.attempts == 2
+    assert runs == [1, 2]
     assert row.last_error == "TimeoutError: ran past 0.2 s"
     assert calls == [{"n": 7}]  # the first timeout was retried: no bookkeeping then
-    assert await kept(sessions) == [{"n": 7}]
+    assert await kept(sessions) == ([] if fails else [{"n": 7}])
+    assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
 
 
 @pytest.mark.parametrize(
-    "error", [GiveUp("rejected: 400"), RuntimeError("boom"), TimeoutError("connect timed out")]
+    "error",
+    [
+        GiveUp("rejected: 400"),
+        RuntimeError("boom"),
+        TimeoutError("connect timed out"),
+        RetryLater("busy"),
+    ],
 )
 async def test_a_handler_that_ended_its_last_run_gets_no_abandoned_bookkeeping(
     sessions: SessionFactory, error: Exception

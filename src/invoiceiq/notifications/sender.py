@@ -73,9 +73,13 @@ class Sender:
 
     async def abandoned(self, session: AsyncSession, payload: dict[str, Any]) -> None:
         """The row went dead with its last run unfinished (the worker killed mid-run, or the
-        run past the handler timeout): as a fault of ours at the last attempt. Whether that run
-        reached WhatsApp is unknown; the message is marked failed, and the merchant told."""
+        run past the handler timeout): as a fault of ours at the last attempt, unless an
+        earlier run recorded the send. Whether the last run reached WhatsApp is unknown; the
+        message is marked failed, and the merchant told."""
         log_id = uuid.UUID(payload["message_log_id"])
+        entry = await repository.get(session, log_id)
+        if entry is None or entry.provider_message_id is not None:
+            return
         await delivery.record_failure(session, self._settings, log_id, code="dead", exhausted=True)
 
     async def _give_up(self, log_id: uuid.UUID, *, code: str, exhausted: bool) -> None:

@@ -86,10 +86,10 @@ class BuriedRow:
 
 
 async def bury_abandoned(
-    session: AsyncSession, *, now: datetime, max_attempts: int
+    session: AsyncSession, *, expired_before: datetime, max_attempts: int
 ) -> list[BuriedRow]:
-    """Rows whose lease ran out after their last allowed attempt (the worker died every time)
-    made dead; the rows buried.
+    """Rows on their last allowed attempt whose lease ran out before `expired_before` (the
+    worker died every time) made dead; the rows buried. `claim` leaves such rows alone.
 
     SKIP LOCKED, as in `claim`: concurrent workers each bury what they can lock instead of
     queueing behind (or deadlocking with) one another; a skipped row is buried next time.
@@ -97,7 +97,9 @@ async def bury_abandoned(
     abandoned = (
         sa.select(_M.id)
         .where(
-            _M.status == OutboxStatus.RUNNING, _M.locked_until < now, _M.attempts >= max_attempts
+            _M.status == OutboxStatus.RUNNING,
+            _M.locked_until < expired_before,
+            _M.attempts >= max_attempts,
         )
         .with_for_update(skip_locked=True)
     )
@@ -126,7 +128,8 @@ _CLAIM_PG = sa.text(
     WHERE id IN (
         SELECT candidate.id FROM outbox_message AS candidate
         WHERE ((candidate.status = :pending AND candidate.available_at <= :now)
-               OR (candidate.status = :running AND candidate.locked_until < :now))
+               OR (candidate.status = :running AND candidate.locked_until < :now
+                   AND candidate.attempts < :max_attempts))
           AND (candidate.ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM outbox_message AS earlier
                 WHERE earlier.ordering_key = candidate.ordering_key
@@ -145,9 +148,16 @@ _CLAIM_PG = sa.text(
 
 
 async def claim(
-    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int, token: str
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    token: str,
+    max_attempts: int,
 ) -> list[ClaimedRow]:
-    """Take up to `limit` due rows (or rows whose lease expired) for this claim token.
+    """Take up to `limit` due rows (or rows whose lease expired with attempts left: the others
+    are for `bury_abandoned`) for this claim token.
 
     FOR UPDATE SKIP LOCKED (PostgreSQL) lets concurrent workers take disjoint rows without
     waiting; SQLite has one writer at a time, so the single UPDATE is already exclusive.
@@ -162,6 +172,7 @@ async def claim(
                 "now": now,
                 "pending": OutboxStatus.PENDING.value,
                 "limit": limit,
+                "max_attempts": max_attempts,
             },
         )
         # SQLAlchemy's asyncpg dialect gives its connections a codec that decodes jsonb.
@@ -171,7 +182,9 @@ async def claim(
         ]
     due = sa.or_(
         sa.and_(_M.status == OutboxStatus.PENDING, _M.available_at <= now),
-        sa.and_(_M.status == OutboxStatus.RUNNING, _M.locked_until < now),
+        sa.and_(
+            _M.status == OutboxStatus.RUNNING, _M.locked_until < now, _M.attempts < max_attempts
+        ),
     )
     earlier = sa.orm.aliased(OutboxMessage)
     # Rows sharing an ordering key (one recipient's messages) run one at a time, oldest first.
