@@ -269,17 +269,21 @@ async def test_same_phone_and_amount_within_two_minutes_ends_in_17(
 
 
 @pytest.mark.parametrize(
-    ("faults", "status"),
-    [(DarajaFaults(spike_arrest=1.0), 429), (DarajaFaults(error_5xx=1.0), 500)],
+    ("faults", "status", "push_kind"),
+    [
+        (DarajaFaults(spike_arrest=1.0), 429, "transient"),
+        # A server failure may come after the prompt went up: the push is never repeated.
+        (DarajaFaults(error_5xx=1.0), 500, "ambiguous"),
+    ],
 )
-async def test_gateway_faults_are_transient(
-    daraja: Daraja, http: httpx.AsyncClient, faults: DarajaFaults, status: int
+async def test_gateway_faults_are_transient_but_a_server_failure_of_a_push_is_ambiguous(
+    daraja: Daraja, http: httpx.AsyncClient, faults: DarajaFaults, status: int, push_kind: str
 ) -> None:
     daraja.settings.update(SimulatorConfig(faults=Faults(daraja=faults)))
     client = client_for(daraja.base_url, http)
     with pytest.raises(DarajaError) as caught:
         await push(client, daraja)
-    assert (caught.value.kind, caught.value.http_status) == ("transient", status)
+    assert (caught.value.kind, caught.value.http_status) == (push_kind, status)
     with pytest.raises(DarajaError) as caught:
         await client.stk_query("ws_CO_1")
     assert caught.value.kind == "transient"
@@ -513,11 +517,13 @@ async def replaying(status: int, content: bytes) -> AsyncIterator[str]:
         yield base
 
 
+# As answers to a push. A server failure (500.003.1001, a 503 page) may come after the prompt
+# went up: ambiguous, never pushed again; throttling is surely harmless to retry: transient.
 CLIENT_KINDS = {
     "error_being_processed.json": "busy",
     "error_empty.json": "rejected",
-    "error_html.json": "transient",
-    "error_internal.json": "transient",
+    "error_html.json": "ambiguous",
+    "error_internal.json": "ambiguous",
     "error_invalid_access_token.json": "rejected",
     "error_invalid_grant.json": "rejected",
     "error_invalid_phone.json": "rejected",
@@ -577,6 +583,24 @@ async def test_the_client_reads_a_recorded_accepted_push(http: httpx.AsyncClient
         )
     assert accepted.checkout_request_id == "ws_CO_1007202409152617172396192"
     assert accepted.merchant_request_id == "2654-4b64-97ff-b827b542881d3130"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("error_html.json", "transient"),
+        ("error_internal.json", "transient"),
+        ("error_spike_arrest_daraja.json", "transient"),
+    ],
+)
+async def test_a_query_that_fails_is_only_asked_again(
+    name: str, kind: str, http: httpx.AsyncClient
+) -> None:
+    """A query changes nothing at M-PESA: any server failure is worth asking again."""
+    async with replaying(*sample(name)) as base:
+        with pytest.raises(DarajaError) as caught:
+            await client_for(base, http).stk_query("ws_CO_1")
+    assert caught.value.kind == kind
 
 
 async def test_an_unreadable_success_is_ambiguous_for_a_push_only(

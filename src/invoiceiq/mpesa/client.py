@@ -28,7 +28,7 @@ import httpx
 from pydantic import ValidationError
 
 from invoiceiq.kit.clock import NAIROBI, utcnow
-from invoiceiq.mpesa.errors import DarajaError, classify_response
+from invoiceiq.mpesa.errors import DarajaError, classify_response, for_push
 from invoiceiq.mpesa.schemas import (
     SUCCESS_CODE,
     StkPushResponse,
@@ -334,6 +334,8 @@ class DarajaClient:
             if isinstance(data, dict) and "errorCode" not in data and "fault" not in data:
                 return data
         failure = classify_response(response.status_code, response.content)
+        if may_have_acted:
+            failure = for_push(failure)
         if response.is_success and failure.kind == "rejected" and failure.error_code is None:
             # A 2xx that is no answer at all: for a push, the prompt may be up already.
             failure = DarajaError(

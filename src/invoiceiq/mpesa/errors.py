@@ -21,6 +21,7 @@ INVALID_FIELD: Final = "400.002.02"
 GENERIC_REQUEST_ERROR: Final = "500.001.1001"
 # 500.003.02 spike arrest / system busy, 500.003.03 quota, 500.003.1001 internal error.
 _GATEWAY_BUSY_PREFIX: Final = "500.003."
+_THROTTLING_CODES: Final = frozenset({"500.003.02", "500.003.03"})
 _OAUTH_PREFIX: Final = "400.008."
 
 # Raw provider text is kept for logs only; this bounds what an HTML error page can put there.
@@ -50,6 +51,7 @@ class DarajaError(Exception):
         invalid_field: str | None = None,
         token_refused: bool = False,
         pending: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind: DarajaErrorKind = kind
@@ -64,6 +66,9 @@ class DarajaError(Exception):
         self.token_refused = token_refused
         # "The transaction is being processed": an STK Query reads this as "pending".
         self.pending = pending
+        # Turned away at the gateway (429, spike arrest, quota): the request was not carried
+        # out. Any other transient answer to a push may come after it was (`for_push`).
+        self.throttled = throttled
         # The request as sent, Password removed, when the failure was an STK push (audit).
         self.request_body: dict[str, Any] | None = None
 
@@ -115,7 +120,12 @@ def _from_error_code(
     if code.startswith(_OAUTH_PREFIX):
         return DarajaError("rejected", "M-PESA refused the token request.", **fields)
     if code.startswith(_GATEWAY_BUSY_PREFIX):
-        return DarajaError("transient", "M-PESA is busy; try again shortly.", **fields)
+        return DarajaError(
+            "transient",
+            "M-PESA is busy; try again shortly.",
+            throttled=code in _THROTTLING_CODES,
+            **fields,
+        )
     return _by_status(http_status, provider, error_code=code, request_id=request_id)
 
 
@@ -155,7 +165,9 @@ def _apigee_fault(http_status: int, fault: dict[str, Any]) -> DarajaError:
         "provider_message": provider,
     }
     if "spikearrest" in marker or "ratelimit" in marker or "quota" in marker:
-        return DarajaError("transient", "M-PESA is rate limiting us; try again shortly.", **fields)
+        return DarajaError(
+            "transient", "M-PESA is rate limiting us; try again shortly.", throttled=True, **fields
+        )
     # Apigee's OAuth policy faults for an unknown or expired token
     # (https://cloud.google.com/apigee/docs/api-platform/reference/policies/oauth-v2-policy).
     if "invalidaccesstoken" in marker or "access_token" in marker or "accesstoken" in marker:
@@ -193,8 +205,30 @@ def _by_status(
         "request_id": request_id,
     }
     if http_status == 429 or http_status >= 500:
-        return DarajaError("transient", f"M-PESA failed{suffix}; try again shortly.", **fields)
+        return DarajaError(
+            "transient",
+            f"M-PESA failed{suffix}; try again shortly.",
+            throttled=http_status == 429,
+            **fields,
+        )
     return DarajaError("rejected", f"M-PESA refused the request{suffix}.", **fields)
+
+
+def for_push(error: DarajaError) -> DarajaError:
+    """`error` as the answer to an STK push. A server failure answered after the request
+    reached Daraja (500.003.1001, a 502/503/504 page) may come after the prompt went up, as a
+    timeout after sending may: ambiguous, never pushed again. Only throttling is surely
+    harmless to retry."""
+    if error.kind != "transient" or error.throttled or error.http_status is None:
+        return error
+    return DarajaError(
+        "ambiguous",
+        "M-PESA failed while taking the push; it may have gone through.",
+        error_code=error.error_code,
+        http_status=error.http_status,
+        provider_message=error.provider_message,
+        request_id=error.request_id,
+    )
 
 
 def _json_object(content: bytes) -> dict[str, Any] | None:
