@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from invoiceiq.conversations.commands import (
@@ -90,6 +92,40 @@ def test_errors_say_what_to_type(text: str, fragment: str) -> None:
     with pytest.raises(CommandError) as error:
         parse(text)
     assert fragment.lower() in error.value.message.lower()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "invoice 0712345678 1 500 Logo design",
+        "invoice 0712345678 KES 2 500 Cake",
+        "invoice 0712345678 Ksh2 500 Cake",
+        "invoice Mama Mboga 12 000 Sukuma wiki",
+        "invoice 0712345678 150 100 chairs",
+    ],
+)
+def test_thousands_split_by_a_space_are_asked_about_not_read_as_a_small_amount(text: str) -> None:
+    """A one-line invoice goes out at once: KSh 1 for "500 Logo design" would reach the
+    customer. The merchant is asked which amount they meant."""
+    with pytest.raises(CommandError) as error:
+        parse(text)
+    assert "without spaces" in error.value.message
+    assert re.search(r"KSh \d+ or KSh \d+,\d{3}\?", error.value.message)
+
+
+@pytest.mark.parametrize(
+    ("text", "amount_cents", "description"),
+    [
+        ("invoice 0712345678 1500 500 bricks", 150_000, "500 bricks"),
+        ("invoice 0712345678 1 5000 litres", 100, "5000 litres"),
+        ("invoice 0712345678 1 50 bags", 100, "50 bags"),
+        ("invoice 0712345678 150 Chairs x100", 15_000, "Chairs x100"),
+    ],
+)
+def test_a_description_that_starts_with_a_number_is_kept_when_nothing_is_split(
+    text: str, amount_cents: int, description: str
+) -> None:
+    assert parse(text) == OneLineInvoice(amount_cents, description, phone="254712345678")
 
 
 def test_description_of_exactly_the_limits_is_accepted() -> None:
