@@ -169,6 +169,28 @@ async def test_131047_is_re_sent_once_as_the_template(
     assert await alerts(sessions) == []  # it is being re-sent: nothing to tell yet
 
 
+@pytest.mark.parametrize("reached", ["delivered", "read"])
+async def test_131047_after_the_message_reached_the_phone_re_sends_nothing(
+    sessions: SessionFactory, settings: Settings, sent: tuple[Invoice, MessageLog], reached: str
+) -> None:
+    """Statuses can contradict each other (one device delivered, another failed): once the
+    message is on the phone, a late 131047 does not send the invoice a second time."""
+    _, entry = sent
+    assert await apply(sessions, settings, "wamid.SENT1", reached, None)
+    assert await apply(sessions, settings, "wamid.SENT1", "failed", "131047")
+    async with sessions() as session:
+        resends = [
+            row
+            for row in await session.scalars(sa.select(OutboxMessage))
+            if row.payload.get("as_template")
+        ]
+        kinds = list(await session.scalars(sa.select(MessageLog.kind)))
+    assert resends == []
+    assert kinds.count("invoice") == 1
+    assert (await entry_of(sessions, entry.id)).status is DeliveryStatus(reached)
+    assert await alerts(sessions) == []
+
+
 async def test_progress_in_words(
     sessions: SessionFactory, sent: tuple[Invoice, MessageLog]
 ) -> None:

@@ -143,8 +143,10 @@ async def apply_status(
         return True
     code = error_code or "unknown"
     if code == OUTSIDE_WINDOW and entry.template_name is None and _has_template(entry):
-        await repository.advance_status(session, entry.id, target, at=at, error_code=code)
-        await _resend_as_template(session, entry)
+        # Only when the failure is believed: after "delivered" or "read" it is not, and the
+        # customer has the message already.
+        if await repository.advance_status(session, entry.id, target, at=at, error_code=code):
+            await _resend_as_template(session, entry)
         return True
     await record_failure(session, settings, entry.id, code=code)
     return True
