@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from invoiceiq.conversations import guided
 from invoiceiq.conversations.commands import (
     CommandError,
     Help,
@@ -131,3 +132,8 @@ def test_a_description_that_starts_with_a_number_is_kept_when_nothing_is_split(
 def test_description_of_exactly_the_limits_is_accepted() -> None:
     assert isinstance(parse("invoice 0712345678 10 abc"), OneLineInvoice)
     assert isinstance(parse("invoice 0712345678 10 " + "y" * 120), OneLineInvoice)
+
+
+@pytest.mark.parametrize("button_id", ["flow:edit:abc:²", "flow:edit:abc:x", "flow:edit"])
+def test_a_flow_button_that_is_not_ours_is_no_button(button_id: str) -> None:
+    assert guided.parse_button(button_id) is None

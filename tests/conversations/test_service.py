@@ -206,6 +206,7 @@ async def test_same_named_customers_are_offered_to_choose(
     typed = await merchant.only("invoice Jane 300 Bread")
     assert "3. " not in typed.text
     assert (await merchant.only("7")).buttons  # no such choice: asked again
+    assert await merchant.say("²")  # a digit that is no number: an answer, not a crash
     assert kinds(await merchant.say("1")) == ["confirmation"]
     assert {i.customer_phone for i in await invoices(sessions)} == {
         "254798765432",

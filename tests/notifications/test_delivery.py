@@ -201,6 +201,8 @@ async def test_progress_in_words(
     assert delivery.progress(entry) == f"not delivered: {delivery.UNAVAILABLE}"
     entry.error_code = "131026"
     assert "may not be on WhatsApp" in (delivery.progress(entry) or "")
+    entry.error_code = "²"  # whatever a provider sent: words, not a crash
+    assert delivery.progress(entry) == f"not delivered: {delivery.REFUSED}"
 
 
 async def test_the_window_is_open_for_24_hours_after_the_last_message_in(

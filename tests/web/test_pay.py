@@ -149,6 +149,9 @@ def test_csrf_tokens_expire_and_are_bound_to_cookie_and_invoice() -> None:
     assert not csrf.verify(secret, cookie=cookie, token="tok2", field=field, now=1_000_100)
     other = csrf.secret_for(make_settings(mpesa_callback_secret="rotated"))
     assert not csrf.verify(other, cookie=cookie, token="tok", field=field, now=1_000_100)
+    # A forged field whose time holds digits that are no number is refused, not a crash.
+    _, _, mac = field.partition(".")
+    assert not csrf.verify(secret, cookie=cookie, token="tok", field=f"1²³.{mac}", now=1_000_100)
 
 
 async def test_without_script_the_form_posts_and_comes_back_to_the_page(

@@ -246,7 +246,7 @@ def parse_button(button_id: str) -> Tapped | None:
     action = f"flow:{parts[1]}"
     if len(parts) == 3:
         return Tapped(action, parts[2])
-    return Tapped(action, parts[2], int(parts[3])) if parts[3].isdigit() else None
+    return Tapped(action, parts[2], int(parts[3])) if parts[3].isdecimal() else None
 
 
 def summary(conversation_id: Any, data: dict[str, Any]) -> Outbound:

@@ -119,7 +119,7 @@ async def _in_flow(
     word = text.strip().lower()
     if word == "cancel":
         return [await guided.cancel(session, conversation)]
-    if conversation.step == guided.PICK_STEP and word.isdigit():
+    if conversation.step == guided.PICK_STEP and word.isdecimal():
         return await _pick(session, settings, merchant, conversation, int(word))
     if not isinstance(command, MID_FLOW_COMMANDS):
         return [await guided.answer(session, settings, conversation, text)]

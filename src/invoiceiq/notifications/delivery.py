@@ -59,7 +59,7 @@ def failure_reason(code: str | None) -> str:
     """The merchant's words for why a message failed, from the code stored with it."""
     if code in REASONS:
         return REASONS[code]
-    if code in _GAVE_UP or (code is not None and code.isdigit() and int(code) in TRANSIENT_CODES):
+    if code in _GAVE_UP or (code is not None and code.isdecimal() and int(code) in TRANSIENT_CODES):
         return UNAVAILABLE
     return REFUSED
 

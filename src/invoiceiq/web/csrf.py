@@ -64,7 +64,7 @@ def verify(
         return False
     assert cookie is not None
     issued_text, _, mac = field.partition(".")
-    if not issued_text.isdigit() or len(issued_text) > 12:
+    if not issued_text.isdecimal() or len(issued_text) > 12:
         return False
     issued = int(issued_text)
     age = (time.time() if now is None else now) - issued
