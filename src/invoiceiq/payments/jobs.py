@@ -133,6 +133,8 @@ class PaymentJobs:
         payment = await self._load(row)
         if payment is None or payment.status is not PaymentStatus.INITIATED:
             return
+        if settlement.awaits_confirmation(payment):
+            return  # a success claim is being confirmed: `confirm` settles it
         round_ = int(row.payload.get("round", 0))
         overdue = self._age(payment) >= self._settings.reconcile_give_up
         result = await self._query(payment) if payment.checkout_request_id else None
@@ -140,6 +142,8 @@ class PaymentJobs:
             fresh = await repository.get(session, payment.id, lock=True)
             if fresh is None or fresh.status is not PaymentStatus.INITIATED:
                 return
+            if settlement.awaits_confirmation(fresh):
+                return  # the claim came while we asked
             if await self._apply_answer(session, fresh, result, confirmed_by="query"):
                 return
             if overdue:

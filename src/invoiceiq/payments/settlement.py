@@ -93,6 +93,20 @@ def amount_matches(payment: Payment, callback: StkCallback) -> bool:
 def claimed_receipt(payment: Payment) -> str | None:
     """The receipt number of the success callback stored on the attempt, if that callback is
     about this push and its amount; None otherwise (or when only the query knows)."""
+    claim = _success_claim(payment)
+    return claim.receipt_number if claim else None
+
+
+def awaits_confirmation(payment: Payment) -> bool:
+    """A success callback about this push and its amount is stored, not flagged, and the
+    attempt still open: the confirmation job (`mpesa.confirm`) settles it, paid or flagged for
+    review, never the reconciler (which would tell a customer who paid to pay again)."""
+    open_claim = payment.status is PaymentStatus.INITIATED and not payment.needs_review
+    return open_claim and _success_claim(payment) is not None
+
+
+def _success_claim(payment: Payment) -> StkCallback | None:
+    """The stored callback, when it says this push succeeded for the attempt's amount."""
     if not payment.callback_body:
         return None
     try:
@@ -102,7 +116,7 @@ def claimed_receipt(payment: Payment) -> str | None:
     about_this_push = callback.checkout_request_id == payment.checkout_request_id
     if not (callback.succeeded and about_this_push and amount_matches(payment, callback)):
         return None
-    return callback.receipt_number
+    return callback
 
 
 async def schedule_confirmation(
