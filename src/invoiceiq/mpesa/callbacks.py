@@ -112,7 +112,7 @@ def _check_sizes(callback: StkCallback) -> None:
     """
     limits = (
         (callback.checkout_request_id, ID_MAX),
-        (callback.merchant_request_id, ID_MAX),
+        (callback.merchant_request_id or "", ID_MAX),
         (callback.result_code, CODE_MAX),
         (callback.receipt_number or "", RECEIPT_MAX),
     )

@@ -15,13 +15,14 @@ lenient in exactly the documented ways and strict about everything that decides 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from invoiceiq.kit.clock import NAIROBI
 
@@ -29,6 +30,7 @@ _T = TypeVar("_T")
 
 SUCCESS_CODE = "0"
 _DARAJA_TIME_FORMAT = "%Y%m%d%H%M%S"
+_INTEGRAL_DECIMAL = re.compile(r"-?[0-9]+\.0+")
 
 
 class _Wire(BaseModel):
@@ -74,12 +76,20 @@ class CallbackItem(_Wire):
 class CallbackMetadata(_Wire):
     items: list[CallbackItem] = Field(default_factory=list, alias="Item")
 
+    @field_validator("items", mode="before")
+    @classmethod
+    def _one_item_alone(cls, value: Any) -> Any:
+        # A lone {Name, Value} has been seen where a list of them belongs.
+        return [value] if isinstance(value, dict) else value
+
 
 class StkCallbackPayload(_Wire):
-    merchant_request_id: str = Field(alias="MerchantRequestID", min_length=1)
+    # What decides money (the push it is about, its result) is strict; the rest is kept as
+    # far as it can be read, since Daraja sends a callback once and a refused one is lost.
+    merchant_request_id: str | None = Field(default=None, alias="MerchantRequestID")
     checkout_request_id: str = Field(alias="CheckoutRequestID", min_length=1)
     result_code: str = Field(alias="ResultCode", min_length=1)
-    result_desc: str = Field(default="", alias="ResultDesc")
+    result_desc: str | None = Field(default=None, alias="ResultDesc")
     # Present only on success; absent (not empty) on every failure.
     metadata: CallbackMetadata | None = Field(default=None, alias="CallbackMetadata")
 
@@ -105,7 +115,7 @@ class StkCallback:
     number that was pushed to, since production callbacks may mask it (reference §3.1).
     """
 
-    merchant_request_id: str
+    merchant_request_id: str | None
     checkout_request_id: str
     result_code: str
     result_desc: str
@@ -123,19 +133,26 @@ def parse_callback(body: Mapping[str, Any]) -> StkCallback:
     except ValidationError as error:
         where = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
         raise CallbackError(f"not an STK callback ({where})") from None
-    code = payload.result_code.strip()
+    code = _result_code(payload.result_code)
     items = _items_by_name(payload.metadata)
     return StkCallback(
-        merchant_request_id=payload.merchant_request_id,
+        merchant_request_id=(payload.merchant_request_id or "").strip() or None,
         checkout_request_id=payload.checkout_request_id,
         result_code=code,
-        result_desc=payload.result_desc,
+        result_desc=payload.result_desc or "",
         succeeded=code == SUCCESS_CODE,
         amount=_optional(items, "Amount", whole_shillings),
         receipt_number=_optional(items, "MpesaReceiptNumber", _receipt),
-        transaction_date=_optional(items, "TransactionDate", daraja_time),
-        phone=_optional(items, "PhoneNumber", _phone),
+        # Only informative: one that cannot be read is left out, not the whole callback.
+        transaction_date=_readable(items, "TransactionDate", daraja_time),
+        phone=_readable(items, "PhoneNumber", _phone),
     )
+
+
+def _result_code(text: str) -> str:
+    """`0`, `"0"` and `0.0` are the same code (a JSON number may come with a fraction)."""
+    code = text.strip()
+    return code.split(".")[0] if _INTEGRAL_DECIMAL.fullmatch(code) else code
 
 
 def _items_by_name(metadata: CallbackMetadata | None) -> dict[str, Any]:
@@ -155,6 +172,13 @@ def _optional(items: dict[str, Any], name: str, convert: Callable[[Any], _T]) ->
         return convert(value)
     except (ValueError, TypeError, InvalidOperation):
         raise CallbackError(f"CallbackMetadata item {name} is not valid") from None
+
+
+def _readable(items: dict[str, Any], name: str, convert: Callable[[Any], _T]) -> _T | None:
+    try:
+        return _optional(items, name, convert)
+    except CallbackError:
+        return None
 
 
 def whole_shillings(value: Any) -> int:
