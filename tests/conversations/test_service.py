@@ -323,6 +323,29 @@ async def test_stop_from_someone_nobody_invoiced_says_so(
     assert (await stranger.only("STOP")).text == texts.NOTHING_TO_STOP
 
 
+@pytest.mark.parametrize("text", ["Stop!", "STOP.", "stop sending these", "Unsubscribe", "*stop*"])
+async def test_stop_however_it_is_put_stops_the_invoices(
+    merchant: Chat, sessions: SessionFactory, database_url: str, text: str
+) -> None:
+    await merchant.say("invoice 0712345678 500 Cake")
+    customer = Chat(sessions, database_url, CUSTOMER)
+    await customer.replies()  # the invoice itself
+    assert (await customer.only(text)).text == texts.STOPPED
+    assert "STOP" in (await merchant.only("invoice 0712345678 300 Bread")).text
+    assert len(await invoices(sessions)) == 1
+
+
+async def test_a_word_that_only_starts_like_stop_is_not_an_opt_out(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    await merchant.say("invoice 0712345678 500 Cake")
+    customer = Chat(sessions, database_url, CUSTOMER)
+    await customer.replies()  # the invoice itself
+    replies = await customer.say("stopover at 5?")
+    assert texts.STOPPED not in [r.text for r in replies]
+    assert any(r.buttons for r in replies)  # the unpaid invoice again, with its Pay button
+
+
 async def test_a_suspended_merchant_can_look_but_not_remind(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

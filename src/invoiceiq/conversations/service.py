@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
@@ -326,6 +328,17 @@ async def _flow_button(
     )
 
 
+# "STOP", "Stop!", "stop sending these", "Unsubscribe.": a customer asking for no more
+# messages gets none, however they put it.
+OPT_OUT_WORDS = frozenset({"stop", "unsubscribe"})
+
+
+def _opt_word(lowered: str) -> str:
+    """The first word, without the punctuation around it."""
+    first = lowered.split(maxsplit=1)[0] if lowered.split() else ""
+    return first.strip(string.punctuation + "¡¿“”‘’«»…")
+
+
 async def _from_someone_else(
     session: AsyncSession, settings: Settings, message: IncomingMessage
 ) -> list[Outbound]:
@@ -343,10 +356,11 @@ async def _from_someone_else(
         if merchant.status is MerchantStatus.PENDING_APPROVAL:
             return _reply(texts.NAME_SET_PENDING.format(name=command.name))
         return _reply(texts.NAME_SET.format(name=command.name))
-    if word == "stop":
+    opt = _opt_word(word)
+    if opt in OPT_OUT_WORDS:
         stopped = await customer_service.opt_out(session, message.phone)
         return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
-    if word == "start":
+    if opt == "start":
         await customer_service.opt_in(session, message.phone)
         return _reply(texts.STARTED)
     invoices = await invoice_service.unpaid_for_customer(session, message.phone, limit=3)
