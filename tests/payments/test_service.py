@@ -15,9 +15,10 @@ from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice, MessageLog, Payment
 from invoiceiq.db.uow import unit_of_work
+from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.mpesa.client import StkQueryResult
+from invoiceiq.mpesa.client import StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.schemas import parse_callback
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
@@ -65,6 +66,38 @@ async def test_a_push_re_run_after_push_sent_at_never_pushes(
     async with sessions() as session:
         fresh = await repository.get(session, payment.id)
     assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+
+
+class AcceptingDaraja(NoDaraja):
+    """Daraja takes the push and answers with a known CheckoutRequestID."""
+
+    async def stk_push(self, **_: Any) -> Any:
+        return StkPushAccepted("1-1", "ws_CO_EARLY", "0", None)
+
+
+async def test_an_early_callback_that_cannot_be_applied_keeps_the_push_answer(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """A callback stored before the push's answer is applied with it; should it fail, the
+    CheckoutRequestID is kept all the same (the push is never sent again, so losing it would
+    leave the attempt impossible to query) and the customer still told to check their phone."""
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(session)
+        assert await inbox.record(session, "mpesa", "ws_CO_EARLY:0", {"Body": "unreadable"})
+    jobs = PaymentJobs(sessions=sessions, daraja=AcceptingDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    await jobs.push(
+        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 1, "t")
+    )
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        early = await inbox.get(session, "mpesa", "ws_CO_EARLY:0")
+        sent = await kinds(session)
+    assert fresh is not None and fresh.checkout_request_id == "ws_CO_EARLY"
+    assert fresh.status is PaymentStatus.INITIATED
+    assert early is not None and early.processed_at is None
+    assert sent == ["pay_check_phone"]
 
 
 async def test_the_cooldown_counts_prompts_not_refused_pushes(

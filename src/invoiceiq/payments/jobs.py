@@ -91,15 +91,22 @@ class PaymentJobs:
             )
             if not stored:
                 return
-            # Callbacks that came before we stored the id are applied now.
+            # Callbacks that came before we stored the id are applied now, each in a savepoint:
+            # one that cannot be applied must not take the stored id with it (the push is never
+            # sent again, so the id would be lost for good). It stays unprocessed, and the job
+            # its arrival queued looks at it again.
             for event in await inbox.unprocessed(
                 session, CALLBACK_SOURCE, f"{accepted.checkout_request_id}:"
             ):
-                callback = parse_callback(event.payload)
-                if await settlement.apply_callback(
-                    session, self._settings, callback, event.payload
-                ):
-                    await inbox.mark_processed(session, event)
+                try:
+                    async with session.begin_nested():
+                        callback = parse_callback(event.payload)
+                        if await settlement.apply_callback(
+                            session, self._settings, callback, event.payload
+                        ):
+                            await inbox.mark_processed(session, event)
+                except Exception:
+                    log.exception("early stk callback not applied; looked at again by a job")
             await service.tell_to_check_phone(session, fresh)
 
     async def _push_failed(self, row: ClaimedRow, payment: Payment, error: DarajaError) -> None:
