@@ -162,8 +162,11 @@ async def test_a_push_accepted_then_paid(daraja: Daraja, http: httpx.AsyncClient
     client = client_for(daraja.base_url, http)
     accepted = await push(client, daraja)
     assert accepted.response_code == "0" and accepted.customer_message
-    # The audit copy of the request never holds the password.
+    # The audit copy of the request never holds the password, nor the callback path secret.
     assert "Password" not in accepted.request_body
+    secret = daraja.callback_url.rsplit("/", 1)[1]
+    assert secret not in str(accepted.request_body)
+    assert accepted.request_body["CallBackURL"] == daraja.callback_url.rsplit("/", 1)[0] + "/•••"
     assert accepted.request_body["BusinessShortCode"] == SHORTCODE
     assert accepted.request_body["PartyB"] == SHORTCODE  # a PayBill credits its own shortcode
     assert accepted.request_body["PartyA"] == accepted.request_body["PhoneNumber"] == PHONE

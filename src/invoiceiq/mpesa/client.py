@@ -211,7 +211,7 @@ class DarajaClient:
             description=description,
             callback_url=callback_url,
         )
-        audit = {key: value for key, value in body.items() if key != "Password"}
+        audit = _audit_copy(body)
         try:
             data = await self._post(STK_PUSH_PATH, body, may_have_acted=True)
         except DarajaError as error:
@@ -370,6 +370,17 @@ def _callback_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
         raise _refused("CallBackURL", "must be an http(s) URL without spaces")
     return url
+
+
+def _audit_copy(body: dict[str, Any]) -> dict[str, Any]:
+    """The push as sent, for the payment's audit trail, without its secrets: no Password, and
+    the CallBackURL's last segment (the callback path secret) hidden."""
+    audit = {key: value for key, value in body.items() if key != "Password"}
+    url = str(audit.get("CallBackURL", ""))
+    head, slash, _secret = url.rpartition("/")
+    if slash and "://" in head:
+        audit["CallBackURL"] = f"{head}/•••"
+    return audit
 
 
 def _audited(error: DarajaError, request_body: dict[str, Any]) -> DarajaError:
