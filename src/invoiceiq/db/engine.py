@@ -20,17 +20,26 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def make_engine(database_url: str, *, pool_size: int = 15, max_overflow: int = 5) -> AsyncEngine:
-    """No ping before each checkout: it costs a round trip on every transaction. A connection
+    """Parameters are left out of database errors (`hide_parameters`): they hold message
+    text and phone numbers, and an error's text reaches logs and the outbox's last error.
+
+    No ping before each checkout: it costs a round trip on every transaction. A connection
     found dead (PostgreSQL restarted) fails that one transaction, which is retried (the worker)
     or answered with an error (a request; providers re-send), and SQLAlchemy then replaces
     every connection of the pool opened before the failure. Most connections stay in the pool
     (`pool_size`), so busy moments do not open and close connections over and over."""
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 30}, hide_parameters=True
+        )
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=False,
+        hide_parameters=True,
     )
 
 
