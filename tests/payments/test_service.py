@@ -68,6 +68,47 @@ async def test_a_push_re_run_after_push_sent_at_never_pushes(
     assert fresh is not None and fresh.status is PaymentStatus.INITIATED
 
 
+@pytest.mark.parametrize("status", [InvoiceStatus.PAID, InvoiceStatus.CANCELLED])
+async def test_no_push_for_an_invoice_paid_or_cancelled_before_it_went_out(
+    sessions: SessionFactory, settings: Settings, status: InvoiceStatus
+) -> None:
+    """A late success of an earlier attempt paid the invoice between the tap and the push: a
+    prompt now could only charge the customer twice. The attempt is withdrawn, nobody told."""
+    async with unit_of_work(sessions) as session:
+        invoice = await factories.invoice(session, status=status)
+        payment = await factories.payment(session, invoice=invoice)
+    jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    await jobs.push(
+        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 1, "t")
+    )
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        sent = await kinds(session)
+    assert fresh is not None and fresh.status is PaymentStatus.FAILED
+    assert fresh.result_code == repository.NOT_PAYABLE and fresh.push_sent_at is None
+    assert sent == []
+
+
+async def test_a_push_already_sent_is_not_withdrawn_when_the_invoice_is_paid(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """Its prompt may be up: the reconciler settles it, as any pushed attempt."""
+    async with unit_of_work(sessions) as session:
+        invoice = await factories.invoice(session, status=InvoiceStatus.PAID)
+        payment = await factories.payment(session, invoice=invoice, push_sent_at=utcnow())
+    jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    await jobs.push(
+        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 2, "t")
+    )
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+
+
 class AcceptingDaraja(NoDaraja):
     """Daraja takes the push and answers with a known CheckoutRequestID."""
 

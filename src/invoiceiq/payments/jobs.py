@@ -19,6 +19,7 @@ from invoiceiq.db.uow import unit_of_work
 from invoiceiq.errors import AppError
 from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.mpesa.client import DarajaClient, StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.errors import DarajaError
@@ -32,6 +33,7 @@ from invoiceiq.worker import RetryLater
 log = logging.getLogger(__name__)
 
 CALLBACK_SOURCE = "mpesa"
+_NOT_PAYABLE = frozenset({InvoiceStatus.PAID, InvoiceStatus.CANCELLED})
 # Between STK Queries of an attempt still "being processed": 5 s, then doubling to 30 s.
 QUERY_BACKOFF_FIRST, QUERY_BACKOFF_MAX = 5.0, 30.0
 
@@ -58,12 +60,17 @@ class PaymentJobs:
     async def push(self, row: ClaimedRow) -> None:
         payment_id = uuid.UUID(row.payload["payment_id"])
         async with unit_of_work(self._sessions) as session:
-            if not await repository.claim_push(session, payment_id, at=utcnow()):
-                return  # pushed before (or settled): never twice
             payment = await repository.get(session, payment_id)
             assert payment is not None
             invoice = await invoice_repository.get(session, payment.invoice_id)  # type: ignore[arg-type]
             assert invoice is not None
+            if payment.push_sent_at is None and invoice.status in _NOT_PAYABLE:
+                # Paid meanwhile (a late success of an earlier attempt) or cancelled: a prompt
+                # now could only charge the customer twice.
+                await service.withdraw(session, payment)
+                return
+            if not await repository.claim_push(session, payment_id, at=utcnow()):
+                return  # pushed before (or settled): never twice
         try:
             accepted = await self._daraja.stk_push(
                 phone=payment.phone,

@@ -16,6 +16,8 @@ from invoiceiq.payments.states import PaymentStatus
 
 # The result code of an attempt given up on because M-PESA never said how it ended.
 NO_RESPONSE = "no_response"
+# The result code of an attempt withdrawn before its push, the invoice paid or cancelled meanwhile.
+NOT_PAYABLE = "not_payable"
 
 
 async def add(session: AsyncSession, **values: Any) -> Payment:

@@ -260,6 +260,12 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     return True
 
 
+async def withdraw(session: AsyncSession, payment: Payment) -> bool:
+    """An attempt whose push never went out, on an invoice no longer payable: FAILED, nobody
+    told (the invoice's own news, paid or cancelled, went out already)."""
+    return await _to_failed(session, payment, code=repository.NOT_PAYABLE)
+
+
 def outcome_unknown(payment: Payment) -> bool:
     """Given up without M-PESA ever saying how it ended, though the customer may have paid."""
     return (
