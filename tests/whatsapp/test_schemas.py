@@ -185,6 +185,34 @@ def test_a_status_without_a_timestamp_is_dropped_not_the_batch(
     assert [s.status for s in parsed] == ["read", "failed"]
 
 
+@READERS
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda doc: doc["entry"].append({"id": "x", "changes": [{"value": None}]}),
+        lambda doc: doc["entry"][0]["changes"].append({"field": "messages", "value": None}),
+        lambda doc: doc["entry"][0].update(id=102290129340398),
+        lambda doc: doc["entry"][0]["changes"][0]["value"]["contacts"].append({"wa_id": 2547}),
+        lambda doc: doc["entry"][0]["changes"][0]["value"].update(errors=[{"code": "odd"}]),
+        lambda doc: doc["entry"].append("not an entry"),
+    ],
+)
+def test_an_odd_part_of_the_envelope_is_left_out_not_the_messages_in_it(
+    read: Callable[[Any], WebhookEnvelope | None], spoil: Callable[[dict[str, Any]], None]
+) -> None:
+    """The webhook is answered 200 whatever happens (360dialog would not send it again): one
+    part that does not parse must not take the merchant's message with it."""
+    document = load_sample("message_text.json")
+    good = document["entry"][0]["changes"][0]["value"]["messages"][0]
+    spoil(document)
+
+    messages, _ = read_events(read, document)
+
+    assert [(m.wamid, m.kind, m.text) for m in messages] == [
+        (good["id"], "text", good["text"]["body"])
+    ]
+
+
 def test_a_non_digit_from_is_taken_as_a_user_id() -> None:
     document = load_sample("message_text.json")
     document["entry"][0]["changes"][0]["value"]["contacts"] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -251,27 +252,55 @@ def envelope_from_document(document: Any) -> WebhookEnvelope | None:
 
 
 def _keep_what_parses(document: Any) -> Any:
-    """`document` with each `messages[]` and `statuses[]` list reduced to the items that parse
-    (a copy: the caller's document is left as it is)."""
+    """`document` with what does not parse left out, at the smallest level it can be: a message
+    or status, a contact or error, an entry's id, a change, an entry (a copy: the caller's
+    document is left as it is)."""
     if not isinstance(document, dict) or not isinstance(document.get("entry"), list):
         return document
     entries = []
     for entry in document["entry"]:
         if isinstance(entry, dict) and isinstance(entry.get("changes"), list):
-            entry = {**entry, "changes": [_kept_change(change) for change in entry["changes"]]}
-        entries.append(entry)
+            changes = [_kept_change(change) for change in entry["changes"]]
+            entry = {**entry, "changes": [change for change in changes if change is not None]}
+        if isinstance(entry, dict) and not _parses(_ENTRY, entry):
+            entry = {key: item for key, item in entry.items() if key != "id"}  # only informative
+        if _parses(_ENTRY, entry):
+            entries.append(entry)
+        else:
+            logger.warning("whatsapp webhook: dropped an entry that is not one")
     return {**document, "entry": entries}
 
 
 def _kept_change(change: Any) -> Any:
+    """The change with its lists reduced to what parses; None when even that is no change."""
     if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
-        return change
-    value = dict(change["value"])
-    if isinstance(value.get("messages"), list):
-        value["messages"] = _kept_messages(value["messages"])
-    if isinstance(value.get("statuses"), list):
-        value["statuses"] = _kept_statuses(value["statuses"])
-    return {**change, "value": value}
+        kept = change if _parses(_CHANGE, change) else None
+    else:
+        value = dict(change["value"])
+        for key, keep in _LIST_FILTERS.items():
+            if isinstance(value.get(key), list):
+                value[key] = keep(value[key])
+        kept = {**change, "value": value} if _parses(_CHANGE, {**change, "value": value}) else None
+    if kept is None:
+        logger.warning("whatsapp webhook: dropped a change that is not one")
+    return kept
+
+
+def _kept(adapter: TypeAdapter[Any]) -> Callable[[list[Any]], list[Any]]:
+    def keep(items: list[Any]) -> list[Any]:
+        return [item for item in items if _parses(adapter, item)]
+
+    return keep
+
+
+_CHANGE = TypeAdapter(Change)
+_ENTRY = TypeAdapter(Entry)
+_LIST_FILTERS: dict[str, Callable[[list[Any]], list[Any]]] = {
+    "messages": _kept_messages,
+    "statuses": _kept_statuses,
+    "contacts": _kept(TypeAdapter(Contact)),
+    "errors": _kept(TypeAdapter(WebhookError)),
+}
 
 
 # Flattened events ---------------------------------------------------------------------------
