@@ -242,13 +242,14 @@ async def test_a_late_success_settles_the_unknown_outcome_review_and_nothing_els
         assert fresh.reviewed_at is None and payment.id in still_listed
 
 
-async def test_a_success_claim_m_pesa_will_not_confirm_is_flagged_not_failed(
+async def test_a_success_claim_m_pesa_will_not_confirm_is_given_up_as_unconfirmed(
     database_url: str,
 ) -> None:
-    """The callback says paid, but every STK Query fails (throttled) until RECONCILE_GIVE_UP:
-    the attempt is flagged for review with the invoice unpaid (DESIGN §5, Callback). The
-    reconciler leaves it to the confirmation: telling a customer who paid that it "did not go
-    through" invites them to pay twice."""
+    """The callback says paid, but every STK Query fails (throttled) until RECONCILE_GIVE_UP.
+    The confirmation, not the reconciler, settles it: flagged for review (the merchant told),
+    and the customer told we could not confirm it, never that it "did not go through" (which
+    invites a customer who paid to pay twice). The attempt does not stay open: the invoice and
+    the phone are free again."""
     timings: dict[str, Any] = {"reconcile_after": 0.3, "reconcile_give_up": 3}
     async with running_app(database_url, **timings) as app:
         sent = await invoice_sent(app)
@@ -257,17 +258,19 @@ async def test_a_success_claim_m_pesa_will_not_confirm_is_flagged_not_failed(
         await the_payment(database_url, lambda p: p.checkout_request_id is not None)
         await configure(app, faults__daraja__spike_arrest=1.0)  # every query from now on
         await answer(app, prompt, "accept")
-        flagged = await the_payment(database_url, lambda p: p.needs_review, timeout=30)
-        # Past the give-up time for the reconciler too, and every job run.
-        await asyncio.sleep(timings["reconcile_give_up"])
+        given_up = await the_payment(database_url, lambda p: p.needs_review, timeout=30)
         await drained(database_url, timeout=30)
         settled = await the_payment(database_url, lambda p: True)
         customer_inbox = await sent.customer.inbox()
         merchant_inbox = await sent.merchant.inbox()
 
-    assert flagged.review_reason == "M-PESA never confirmed the reported payment"
-    assert settled.status is PaymentStatus.INITIATED and settled.receipt_number is None
+    assert given_up.review_reason == messages.CLAIM_UNCONFIRMED_REASON
+    assert settled.status is PaymentStatus.FAILED and settled.receipt_number is None
+    assert settled.result_code == repository.NO_RESPONSE
+    assert service.outcome_unknown(settled)  # the invoice page says "do not pay again" too
     assert (await the_invoice(database_url, sent.number)).status is InvoiceStatus.SENT
+    [notice] = with_text(customer_inbox, COULD_NOT_CONFIRM)
+    assert DO_NOT_PAY_AGAIN in notice
     assert not with_text(customer_inbox, FAILED) and not with_text(customer_inbox, RECEIPT)
     assert not with_text(merchant_inbox, FAILED)
     [alert] = with_text(merchant_inbox, REVIEW)

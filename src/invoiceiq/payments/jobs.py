@@ -25,7 +25,7 @@ from invoiceiq.mpesa.client import DarajaClient, StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.errors import DarajaError
 from invoiceiq.mpesa.schemas import parse_callback
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import repository, review, service, settlement, success
+from invoiceiq.payments import messages, repository, review, service, settlement, success
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.worker import RetryLater
@@ -221,7 +221,9 @@ class PaymentJobs:
                 # The query is M-PESA's word: an open attempt has failed, and can be retried.
                 await self._apply_answer(session, fresh, result, confirmed_by="query")
             elif overdue:
-                await review.flag(session, fresh, "M-PESA never confirmed the reported payment")
+                # Neither the invoice nor the phone may stay blocked; the customer is told not
+                # to pay again if M-PESA confirmed it to them.
+                await service.give_up_unconfirmed(session, fresh, messages.CLAIM_UNCONFIRMED_REASON)
             else:
                 await settlement.schedule_confirmation(
                     session,

@@ -56,6 +56,10 @@ OUTCOME_UNKNOWN_REASON = (
     "push outcome unknown: M-PESA sent no answer and no callback, so the customer may have "
     "paid; check the M-PESA statement"
 )
+# A success callback M-PESA's query never confirmed within RECONCILE_GIVE_UP.
+CLAIM_UNCONFIRMED_REASON = "M-PESA never confirmed the reported payment"
+# The questions "did the customer pay?" that a later confirmation answers on its own.
+UNCONFIRMED_REASONS = (OUTCOME_UNKNOWN_REASON, CLAIM_UNCONFIRMED_REASON)
 UNCONFIRMED_ON_PAGE = (
     "We could not confirm whether this payment went through. If you received an M-PESA "
     "confirmation SMS for it, do not pay again: the business will confirm your payment. "

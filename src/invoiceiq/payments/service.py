@@ -245,9 +245,17 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     blind = payment.checkout_request_id is None and payment.push_sent_at is not None
     if not blind:
         return await fail(session, settings, payment, code=repository.NO_RESPONSE)
+    return await give_up_unconfirmed(session, payment, messages.OUTCOME_UNKNOWN_REASON)
+
+
+async def give_up_unconfirmed(session: AsyncSession, payment: Payment, reason: str) -> bool:
+    """M-PESA never said how an attempt the customer may have paid ended: FAILED (no response),
+    so neither the invoice nor the phone stays blocked; flagged for review with `reason` (the
+    flag tells the merchant); the customer told we could not confirm it, not to pay again if
+    M-PESA sent them a confirmation. A late success still wins (FAILED → SUCCESS)."""
     if not await _to_failed(session, payment, code=repository.NO_RESPONSE):
         return False
-    await review.flag(session, payment, messages.OUTCOME_UNKNOWN_REASON)
+    await review.flag(session, payment, reason)
     invoice = await invoice_of(session, payment)
     if invoice is not None:
         business = await business_name(session, invoice)
@@ -268,10 +276,11 @@ async def withdraw(session: AsyncSession, payment: Payment) -> bool:
 
 def outcome_unknown(payment: Payment) -> bool:
     """Given up without M-PESA ever saying how it ended, though the customer may have paid."""
+    reason = payment.review_reason or ""
     return (
         payment.status is PaymentStatus.FAILED
         and payment.result_code == repository.NO_RESPONSE
-        and messages.OUTCOME_UNKNOWN_REASON in (payment.review_reason or "")
+        and any(question in reason for question in messages.UNCONFIRMED_REASONS)
     )
 
 

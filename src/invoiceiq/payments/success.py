@@ -48,13 +48,15 @@ async def mark_success(
         )
     except TransitionRefused:
         return False
-    # Given up blind, then M-PESA told us after all: "did the customer pay?" has its answer.
-    await review.settle_question(
-        session,
-        payment,
-        messages.OUTCOME_UNKNOWN_REASON,
-        note=f"settled on its own: M-PESA confirmed the payment ({confirmed_by})",
-    )
+    # Given up unconfirmed, then M-PESA told us after all: "did the customer pay?" has its
+    # answer.
+    for question in messages.UNCONFIRMED_REASONS:
+        await review.settle_question(
+            session,
+            payment,
+            question,
+            note=f"settled on its own: M-PESA confirmed the payment ({confirmed_by})",
+        )
     if reused:
         # M-PESA confirmed the money; only the reported receipt number is suspect.
         await review.flag(
