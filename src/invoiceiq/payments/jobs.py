@@ -220,10 +220,12 @@ class PaymentJobs:
                 )
                 # The query is M-PESA's word: an open attempt has failed, and can be retried.
                 await self._apply_answer(session, fresh, result, confirmed_by="query")
-            elif overdue:
+            elif overdue and fresh.status is PaymentStatus.INITIATED:
                 # Neither the invoice nor the phone may stay blocked; the customer is told not
                 # to pay again if M-PESA confirmed it to them.
                 await service.give_up_unconfirmed(session, fresh, messages.CLAIM_UNCONFIRMED_REASON)
+            elif overdue:  # a late claim on an attempt that had failed already
+                await review.flag(session, fresh, messages.CLAIM_UNCONFIRMED_REASON)
             else:
                 await settlement.schedule_confirmation(
                     session,
