@@ -328,15 +328,23 @@ async def _flow_button(
     )
 
 
-# "STOP", "Stop!", "stop sending these", "Unsubscribe.": a customer asking for no more
-# messages gets none, however they put it.
+# "STOP", "Stop!", "stop sending these", "please stop", "Unsubscribe.": a customer asking for
+# no more messages gets none, however they put it. A longer message that merely starts with
+# the word ("Stop by the shop tomorrow, I'll pay cash") is not that request.
 OPT_OUT_WORDS = frozenset({"stop", "unsubscribe"})
+OPT_OUT_MAX_WORDS = 3
+_PUNCTUATION = string.punctuation + "¡¿“”‘’«»…"
 
 
-def _opt_word(lowered: str) -> str:
-    """The first word, without the punctuation around it."""
-    first = lowered.split(maxsplit=1)[0] if lowered.split() else ""
-    return first.strip(string.punctuation + "¡¿“”‘’«»…")
+def _bare_words(lowered: str) -> list[str]:
+    """The words of a message, without the punctuation around them."""
+    words = (w.strip(_PUNCTUATION) for w in lowered.split())
+    return [w for w in words if w]
+
+
+def _asks_to_stop(words: list[str]) -> bool:
+    short = 0 < len(words) <= OPT_OUT_MAX_WORDS
+    return short and (words[0] in OPT_OUT_WORDS or words[-1] in OPT_OUT_WORDS)
 
 
 async def _from_someone_else(
@@ -356,11 +364,11 @@ async def _from_someone_else(
         if merchant.status is MerchantStatus.PENDING_APPROVAL:
             return _reply(texts.NAME_SET_PENDING.format(name=command.name))
         return _reply(texts.NAME_SET.format(name=command.name))
-    opt = _opt_word(word)
-    if opt in OPT_OUT_WORDS:
+    words = _bare_words(word)
+    if _asks_to_stop(words):
         stopped = await customer_service.opt_out(session, message.phone)
         return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
-    if opt == "start":
+    if words == ["start"]:
         await customer_service.opt_in(session, message.phone)
         return _reply(texts.STARTED)
     invoices = await invoice_service.unpaid_for_customer(session, message.phone, limit=3)
