@@ -102,7 +102,11 @@ def test_errors_say_what_to_type(text: str, fragment: str) -> None:
         "invoice 0712345678 KES 2 500 Cake",
         "invoice 0712345678 Ksh2 500 Cake",
         "invoice Mama Mboga 12 000 Sukuma wiki",
-        "invoice 0712345678 150 100 chairs",
+        "invoice 0712345678 Sh1 500 Logo design",
+        "invoice 0712345678 Ksh.1 500 Logo design",
+        "invoice 0712345678 1 500/= Logo design",
+        "invoice 0712345678 1 500.00 Logo design",
+        "invoice 0712345678 1, 500 Logo design",
     ],
 )
 def test_thousands_split_by_a_space_are_asked_about_not_read_as_a_small_amount(text: str) -> None:
@@ -121,6 +125,8 @@ def test_thousands_split_by_a_space_are_asked_about_not_read_as_a_small_amount(t
         ("invoice 0712345678 1 5000 litres", 100, "5000 litres"),
         ("invoice 0712345678 1 50 bags", 100, "50 bags"),
         ("invoice 0712345678 150 Chairs x100", 15_000, "Chairs x100"),
+        # 500,100 is past the largest M-PESA payment: no question to ask.
+        ("invoice 0712345678 500 100 chairs", 50_000, "100 chairs"),
     ],
 )
 def test_a_description_that_starts_with_a_number_is_kept_when_nothing_is_split(

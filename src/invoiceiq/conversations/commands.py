@@ -18,9 +18,10 @@ BUSINESS_NAME_MIN, BUSINESS_NAME_MAX = 2, 60
 ONE_LINE_EXAMPLE = "invoice 0712345678 1500 Logo design"
 # A recipient token made only of digits and phone punctuation is a phone number, never a name.
 _PHONE_LIKE = re.compile(r"^\+?[0-9][0-9()\-.]*$")
-# An amount of one to three digits followed by a group of three: thousands split by a space.
-_SHORT_NUMBER = re.compile(r"(?:KES|KSH)?[0-9]{1,3}", re.IGNORECASE)
-_THOUSANDS_GROUP = re.compile(r"[0-9]{3}")
+# An amount of one to three digits (after a currency word, before a stray comma) followed by a
+# group of three ("500", "500/=", "500.00"): thousands split by a space.
+_SHORT_AMOUNT = re.compile(r"(?:KES|KSHS?|SHS?)?\.?(?P<digits>[0-9]{1,3}),?", re.IGNORECASE)
+_THOUSANDS_GROUP = re.compile(r"[0-9]{3}(?![0-9])")
 _INVOICE_NUMBER = re.compile(r"^INV[0-9A-Z]{7}$")
 
 
@@ -119,7 +120,7 @@ def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
             )
         recipient, after = tokens[: span[0]], tokens[span[0] :]
         start, end = 0, span[1] - span[0]
-    _refuse_split_thousands(after[end - 1], after[end:])
+    _refuse_split_thousands(after[end - 1], after[end:], max_amount=max_amount)
     amount_cents = _amount(" ".join(after[start:end]), max_amount=max_amount)
     description = parse_description(" ".join(after[end:]))
     if len(recipient) == 1 and _PHONE_LIKE.match(recipient[0]):
@@ -127,15 +128,21 @@ def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
     return OneLineInvoice(amount_cents, description, saved_name=" ".join(recipient))
 
 
-def _refuse_split_thousands(amount: str, rest: list[str]) -> None:
+def _refuse_split_thousands(amount: str, rest: list[str], *, max_amount: int) -> None:
     """`1 500 Logo design` reads as KSh 1 for "500 Logo design", but is meant as 1,500: a one-line
-    invoice goes out at once, so ask rather than send the customer the wrong amount."""
-    if rest and _SHORT_NUMBER.fullmatch(amount) and _THOUSANDS_GROUP.fullmatch(rest[0]):
-        shillings = amount.lstrip("KkEeSsHh")
-        raise CommandError(
-            f"Is that KSh {shillings} or KSh {shillings},{rest[0]}? Type the amount without "
-            f"spaces and start what it is for with a word, like: {ONE_LINE_EXAMPLE}"
-        )
+    invoice goes out at once, so ask rather than send the customer the wrong amount. Asked only
+    when the joined amount could be one (within the maximum)."""
+    short = _SHORT_AMOUNT.fullmatch(amount)
+    group = _THOUSANDS_GROUP.match(rest[0]) if rest else None
+    if short is None or group is None:
+        return
+    shillings, thousands = short["digits"], group.group()
+    if int(shillings + thousands) > max_amount:
+        return
+    raise CommandError(
+        f"Is that KSh {shillings} or KSh {shillings},{thousands}? Type the amount without "
+        f"spaces and start what it is for with a word, like: {ONE_LINE_EXAMPLE}"
+    )
 
 
 def parse_phone(text: str) -> str:
