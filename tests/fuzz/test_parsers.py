@@ -169,7 +169,8 @@ def _callback(document: Any) -> None:
     except CallbackError as error:
         assert str(error)
         return
-    assert callback.checkout_request_id and callback.merchant_request_id
+    assert callback.checkout_request_id
+    assert callback.merchant_request_id is None or callback.merchant_request_id.strip()
     assert callback.succeeded == (callback.result_code == "0")
     assert callback.amount is None or callback.amount >= 0
 
