@@ -192,7 +192,11 @@ def test_a_status_without_a_timestamp_is_dropped_not_the_batch(
         lambda doc: doc["entry"].append({"id": "x", "changes": [{"value": None}]}),
         lambda doc: doc["entry"][0]["changes"].append({"field": "messages", "value": None}),
         lambda doc: doc["entry"][0].update(id=102290129340398),
-        lambda doc: doc["entry"][0]["changes"][0]["value"]["contacts"].append({"wa_id": 2547}),
+        lambda doc: doc["entry"][0]["changes"][0]["value"]["contacts"].append({"wa_id": []}),
+        lambda doc: doc["entry"][0]["changes"][0]["value"]["metadata"].update(
+            phone_number_id=106540352242922
+        ),
+        lambda doc: doc["entry"][0]["changes"][0]["value"].update(messaging_product=1),
         lambda doc: doc["entry"][0]["changes"][0]["value"].update(errors=[{"code": "odd"}]),
         lambda doc: doc["entry"].append("not an entry"),
     ],
@@ -211,6 +215,15 @@ def test_an_odd_part_of_the_envelope_is_left_out_not_the_messages_in_it(
     assert [(m.wamid, m.kind, m.text) for m in messages] == [
         (good["id"], "text", good["text"]["body"])
     ]
+
+
+def test_a_numeric_wa_id_keeps_the_senders_name() -> None:
+    document = load_sample("message_text.json")
+    [contact] = document["entry"][0]["changes"][0]["value"]["contacts"]
+    contact["wa_id"] = int(contact["wa_id"])
+    [message], _ = events(document)
+    assert message.contact_name == contact["profile"]["name"]
+    assert message.sender == str(contact["wa_id"])
 
 
 def test_a_non_digit_from_is_taken_as_a_user_id() -> None:

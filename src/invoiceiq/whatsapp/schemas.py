@@ -35,7 +35,11 @@ _DIGITS = re.compile(r"^\d+$")
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # A number where the documents show a string (an id, a wa_id, a product name) is read as
+    # its text: refusing it would drop the messages beside it.
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
 
 
 class ErrorData(_Wire):
