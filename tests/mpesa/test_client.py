@@ -575,6 +575,19 @@ async def test_the_client_reads_recorded_query_answers(
     assert (result.state, result.result_code) == (state, code)
 
 
+@pytest.mark.parametrize(
+    ("code", "state"), [(0.0, "success"), ("0", "success"), (1032.0, "failed")]
+)
+async def test_a_query_result_code_with_a_fraction_reads_as_the_code(
+    code: Any, state: str, http: httpx.AsyncClient
+) -> None:
+    status, content = sample("response_stk_query_success.json")
+    body = json.loads(content) | {"ResultCode": code}
+    async with replaying(status, json.dumps(body).encode()) as base:
+        result = await client_for(base, http).stk_query("ws_CO_13012021093521236557")
+    assert result.state == state and result.result_code == str(int(float(code)))
+
+
 async def test_the_client_reads_a_recorded_accepted_push(http: httpx.AsyncClient) -> None:
     async with replaying(*sample("response_stk_push_accepted.json")) as base:
         accepted = await client_for(base, http).stk_push(

@@ -34,6 +34,7 @@ from invoiceiq.mpesa.schemas import (
     StkPushResponse,
     StkQueryResponse,
     TokenResponse,
+    result_code,
 )
 
 logger = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ class DarajaClient:
             raise DarajaError("transient", "M-PESA sent a query answer we cannot read.") from None
         if answer.result_code is None:
             return StkQueryResult("pending", None, answer.result_desc)
-        code = answer.result_code.strip()
+        code = result_code(answer.result_code)
         state: Literal["success", "failed"] = "success" if code == SUCCESS_CODE else "failed"
         return StkQueryResult(state, code, answer.result_desc)
 

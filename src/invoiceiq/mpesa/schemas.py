@@ -133,7 +133,7 @@ def parse_callback(body: Mapping[str, Any]) -> StkCallback:
     except ValidationError as error:
         where = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
         raise CallbackError(f"not an STK callback ({where})") from None
-    code = _result_code(payload.result_code)
+    code = result_code(payload.result_code)
     items = _items_by_name(payload.metadata)
     return StkCallback(
         merchant_request_id=(payload.merchant_request_id or "").strip() or None,
@@ -149,7 +149,7 @@ def parse_callback(body: Mapping[str, Any]) -> StkCallback:
     )
 
 
-def _result_code(text: str) -> str:
+def result_code(text: str) -> str:
     """`0`, `"0"` and `0.0` are the same code (a JSON number may come with a fraction)."""
     code = text.strip()
     return code.split(".")[0] if _INTEGRAL_DECIMAL.fullmatch(code) else code
