@@ -114,6 +114,8 @@ class PaymentJobs:
                             await inbox.mark_processed(session, event)
                 except Exception:
                     log.exception("early stk callback not applied; looked at again by a job")
+                    # What it wrote was rolled back; so must the attempt's values in memory be.
+                    await session.refresh(fresh)
             await service.tell_to_check_phone(session, fresh)
 
     async def _push_failed(self, row: ClaimedRow, payment: Payment, error: DarajaError) -> None:
