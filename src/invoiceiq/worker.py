@@ -25,6 +25,7 @@ from invoiceiq.db.engine import SessionFactory, single_statement_sessions
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.phone import mask_phones_in_text
+from invoiceiq.kit.text import without_value_details
 from invoiceiq.ops import metrics
 from invoiceiq.outbox import repository
 from invoiceiq.outbox.repository import ClaimedRow
@@ -361,5 +362,8 @@ class Worker:
 
 
 def _describe(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}"
+    """The error for the row's last error, without values: phone numbers masked, and a
+    database error's DETAIL lines (PostgreSQL echoes the row there, message text included)
+    left out."""
+    text = without_value_details(f"{type(error).__name__}: {error}")
     return mask_phones_in_text(text)[:MAX_ERROR_CHARS]

@@ -182,6 +182,24 @@ def test_phones_are_masked_in_exception_text(
     assert_no_phone(stream.getvalue())
 
 
+def test_postgresqls_detail_lines_stay_out_of_logged_exceptions(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """asyncpg's exception text repeats the offending row (message text included) in a DETAIL
+    line; a logged traceback keeps the error, not the values."""
+    logger, stream = logged
+    try:
+        raise RuntimeError(
+            'duplicate key value violates unique constraint "t_x_key"\n'
+            "DETAIL:  Key (x)=(Logo design for Jane) already exists."
+        )
+    except RuntimeError:
+        logger.exception("write failed")
+    (line,) = lines(stream)
+    assert "violates unique constraint" in line["exception"]
+    assert "Logo design" not in stream.getvalue() and "DETAIL" not in stream.getvalue()
+
+
 def test_the_filter_alone_masks_for_any_formatter() -> None:
     """A plain-text handler (uvicorn's, pytest's) with the filter also shows no number."""
     record = logging.LogRecord(

@@ -1,11 +1,22 @@
-"""Text that JSON allows but PostgreSQL's json/jsonb refuses: NUL and unpaired surrogates.
-
-https://www.postgresql.org/docs/current/datatype-json.html
+"""Text that JSON allows but PostgreSQL's json/jsonb refuses: NUL and unpaired surrogates
+(https://www.postgresql.org/docs/current/datatype-json.html); and error text without the
+values PostgreSQL echoes in it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# PostgreSQL's DETAIL line repeats the offending values ("Key (x)=(…) already exists",
+# "Failing row contains (…)"): message text, phone numbers. asyncpg puts it in the text of its
+# exceptions, which tracebacks show.
+_DETAIL_LINES = re.compile(r"^[ \t]*DETAIL:.*(?:\n|$)", re.MULTILINE)
+
+
+def without_value_details(text: str) -> str:
+    """`text` (an error, a traceback) without PostgreSQL's DETAIL lines."""
+    return _DETAIL_LINES.sub("", text)
 
 
 def storable(text: str | None) -> str | None:

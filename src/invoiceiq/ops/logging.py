@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from invoiceiq.kit.phone import mask_phones_in_text
+from invoiceiq.kit.text import without_value_details
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -70,7 +71,7 @@ class MaskPhonesFilter(logging.Filter):
             # Formatters print exc_text when it is set, so every handler shows the masked text.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = mask_phones_in_text(record.exc_text)
+            record.exc_text = mask_phones_in_text(without_value_details(record.exc_text))
         if record.stack_info:
             record.stack_info = mask_phones_in_text(record.stack_info)
         return True
@@ -115,7 +116,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            entry["exception"] = mask_phones_in_text(record.exc_text)
+            entry["exception"] = mask_phones_in_text(without_value_details(record.exc_text))
         if record.stack_info:
             entry["stack"] = mask_phones_in_text(self.formatStack(record.stack_info))
         return json.dumps(entry, default=_masked_str)
