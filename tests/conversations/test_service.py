@@ -323,15 +323,21 @@ async def test_stop_from_someone_nobody_invoiced_says_so(
     assert (await stranger.only("STOP")).text == texts.NOTHING_TO_STOP
 
 
+async def invoiced_customer(merchant: Chat, sessions: SessionFactory, database_url: str) -> Chat:
+    """The customer's chat once the merchant's invoice reached it (read already)."""
+    await merchant.say("invoice 0712345678 500 Cake")
+    customer = Chat(sessions, database_url, CUSTOMER)
+    await customer.replies()
+    return customer
+
+
 @pytest.mark.parametrize(
     "text", ["Stop!", "STOP.", "stop sending these", "please stop", "Unsubscribe", "*stop*"]
 )
 async def test_stop_however_it_is_put_stops_the_invoices(
     merchant: Chat, sessions: SessionFactory, database_url: str, text: str
 ) -> None:
-    await merchant.say("invoice 0712345678 500 Cake")
-    customer = Chat(sessions, database_url, CUSTOMER)
-    await customer.replies()  # the invoice itself
+    customer = await invoiced_customer(merchant, sessions, database_url)
     assert (await customer.only(text)).text == texts.STOPPED
     assert "STOP" in (await merchant.only("invoice 0712345678 300 Bread")).text
     assert len(await invoices(sessions)) == 1
@@ -349,9 +355,7 @@ async def test_stop_however_it_is_put_stops_the_invoices(
 async def test_a_message_that_only_mentions_stop_is_not_an_opt_out(
     merchant: Chat, sessions: SessionFactory, database_url: str, text: str
 ) -> None:
-    await merchant.say("invoice 0712345678 500 Cake")
-    customer = Chat(sessions, database_url, CUSTOMER)
-    await customer.replies()  # the invoice itself
+    customer = await invoiced_customer(merchant, sessions, database_url)
     replies = await customer.say(text)
     assert texts.STOPPED not in [r.text for r in replies]
     assert any(r.buttons for r in replies)  # the unpaid invoice again, with its Pay button

@@ -52,6 +52,13 @@ async def kinds(session: AsyncSession) -> list[str]:
     return list(await session.scalars(sa.select(MessageLog.kind).order_by(MessageLog.created_at)))
 
 
+def push_row(payment: Payment, *, attempts: int) -> ClaimedRow:
+    """The attempt's `mpesa.stk_push` row as a worker claims it, on its `attempts`-th run."""
+    return ClaimedRow(
+        uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, attempts, "t"
+    )
+
+
 async def test_a_push_re_run_after_push_sent_at_never_pushes(
     sessions: SessionFactory, settings: Settings
 ) -> None:
@@ -59,9 +66,7 @@ async def test_a_push_re_run_after_push_sent_at_never_pushes(
         payment = await factories.payment(session, push_sent_at=utcnow())
     jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
 
-    await jobs.push(
-        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 2, "t")
-    )
+    await jobs.push(push_row(payment, attempts=2))
 
     async with sessions() as session:
         fresh = await repository.get(session, payment.id)
@@ -79,9 +84,7 @@ async def test_no_push_for_an_invoice_paid_or_cancelled_before_it_went_out(
         payment = await factories.payment(session, invoice=invoice)
     jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
 
-    await jobs.push(
-        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 1, "t")
-    )
+    await jobs.push(push_row(payment, attempts=1))
 
     async with sessions() as session:
         fresh = await repository.get(session, payment.id)
@@ -100,9 +103,7 @@ async def test_a_push_already_sent_is_not_withdrawn_when_the_invoice_is_paid(
         payment = await factories.payment(session, invoice=invoice, push_sent_at=utcnow())
     jobs = PaymentJobs(sessions=sessions, daraja=NoDaraja(), settings=settings)  # type: ignore[arg-type]
 
-    await jobs.push(
-        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 2, "t")
-    )
+    await jobs.push(push_row(payment, attempts=2))
 
     async with sessions() as session:
         fresh = await repository.get(session, payment.id)
@@ -127,9 +128,7 @@ async def test_an_early_callback_that_cannot_be_applied_keeps_the_push_answer(
         assert await inbox.record(session, "mpesa", "ws_CO_EARLY:0", {"Body": "unreadable"})
     jobs = PaymentJobs(sessions=sessions, daraja=AcceptingDaraja(), settings=settings)  # type: ignore[arg-type]
 
-    await jobs.push(
-        ClaimedRow(uuid.uuid4(), service.PUSH_TOPIC, {"payment_id": str(payment.id)}, 1, "t")
-    )
+    await jobs.push(push_row(payment, attempts=1))
 
     async with sessions() as session:
         fresh = await repository.get(session, payment.id)
