@@ -6,6 +6,9 @@ A row whose topic has no handler goes dead with that reason rather than being si
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
@@ -14,10 +17,19 @@ from invoiceiq.notifications.sender import Sender
 from invoiceiq.notifications.service import SEND_TOPIC
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.payments import service as payment_service
+from invoiceiq.payments import sweep
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.providers import Providers
 from invoiceiq.whatsapp import callbacks
-from invoiceiq.worker import Handler, Recorded, RetryLater, Worker, WorkerOptions, finish
+from invoiceiq.worker import (
+    Handler,
+    Recorded,
+    RetryLater,
+    Sweep,
+    Worker,
+    WorkerOptions,
+    finish,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +62,15 @@ def outbox_worker(
         _handlers(settings, sessions, providers, sender),
         options or worker_options(settings),
         on_abandoned={SEND_TOPIC: sender.abandoned},
+        sweeps=[_payment_sweep(settings)],
     )
+
+
+def _payment_sweep(settings: Settings) -> Sweep:
+    async def resume_stuck_payments(session: AsyncSession, now: datetime) -> int:
+        return await sweep.resume_stuck(session, settings, now=now)
+
+    return resume_stuck_payments
 
 
 def _handlers(

@@ -14,7 +14,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +48,9 @@ Handler = Callable[[ClaimedRow], Awaitable[Recorded | None]]
 # saw the end, so this records what it would have. Called with the row's payload, in the
 # transaction that marks the row dead.
 OnAbandoned = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+# A periodic look for work no row will do any more (payments/sweep.py), run in a transaction
+# of its own every `sweep_interval`; it queues rows, and returns how many.
+Sweep = Callable[[AsyncSession, datetime], Awaitable[int]]
 MAX_ERROR_CHARS = 2000
 # 2**63 times any base is past any sensible backoff_max; a larger exponent overflows a float.
 _MAX_BACKOFF_EXPONENT = 63
@@ -88,6 +91,8 @@ class WorkerOptions:
     stop_grace: float = 10.0
     # The longest one run of a handler may take: then it is cancelled and its row retried.
     handler_timeout: float = 120.0
+    # How often the sweeps run (each worker process runs them; they are safe side by side).
+    sweep_interval: float = 60.0
 
 
 class Worker:
@@ -98,6 +103,7 @@ class Worker:
         options: WorkerOptions,
         *,
         on_abandoned: Mapping[str, OnAbandoned] | None = None,
+        sweeps: Sequence[Sweep] = (),
     ) -> None:
         self._sessions = sessions
         # Claims and outcomes are one statement each (`repository`): no BEGIN/COMMIT needed.
@@ -111,6 +117,8 @@ class Worker:
         # Held from claim to task start, so stop() never misses rows claimed as it begins.
         self._claiming = asyncio.Lock()
         self._buried_at = -math.inf
+        self._sweeps = tuple(sweeps)
+        self._swept_at = -math.inf
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (called when a local commit enqueued)."""
@@ -174,6 +182,9 @@ class Worker:
         if time.monotonic() - self._buried_at >= self._options.poll_interval:
             self._buried_at = time.monotonic()
             await self._bury_abandoned(now)
+        if self._sweeps and time.monotonic() - self._swept_at >= self._options.sweep_interval:
+            self._swept_at = time.monotonic()
+            await self._sweep(now)
         async with unit_of_work(self._statements) as session:
             return await repository.claim(
                 session,
@@ -201,6 +212,16 @@ class Worker:
                 await self._abandoned(session, row.id, row.topic, row.payload)
         for row in buried:
             metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
+
+    async def _sweep(self, now: datetime) -> None:
+        """Each sweep in its own transaction: one that fails (logged) keeps none of its work,
+        and is run again at the next interval; the others and the claim go on."""
+        for sweep in self._sweeps:
+            try:
+                async with unit_of_work(self._sessions) as session:
+                    await sweep(session, now)
+            except Exception:
+                log.exception("outbox sweep failed; run again later")
 
     async def _abandoned(
         self, session: AsyncSession, row_id: uuid.UUID, topic: str, payload: dict[str, Any]

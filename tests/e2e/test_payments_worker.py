@@ -15,12 +15,15 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.db.models import Payment
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.handlers import outbox_worker, worker_options
 from invoiceiq.invoices.states import InvoiceStatus
@@ -28,6 +31,7 @@ from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.payments.service import PUSH_TOPIC
 from invoiceiq.payments.states import PaymentStatus
+from invoiceiq.payments.sweep import SETTLING_TOPICS
 from invoiceiq.providers import make_providers
 from payments.flows import (
     BUSINESS,
@@ -97,12 +101,12 @@ async def seed_invoice(database_url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def worker_in_this_process(app: RunningApp) -> AsyncIterator[None]:
+async def worker_in_this_process(app: RunningApp, **options_: float) -> AsyncIterator[None]:
     """What `invoiceiq worker` runs, in the test's own process (no second start-up to wait for)."""
     engine = make_engine(app.settings.database_url)
     sessions = make_session_factory(engine)
     providers = make_providers(app.settings, local_origin=app.origin, sessions=sessions)
-    options = dataclasses.replace(worker_options(app.settings), poll_interval=0.1)
+    options = dataclasses.replace(worker_options(app.settings), poll_interval=0.1, **options_)
     worker = outbox_worker(app.settings, sessions, providers, options)
     task = asyncio.create_task(worker.run())
     try:
@@ -156,3 +160,58 @@ async def test_a_worker_killed_after_the_push_pushes_once_and_the_payment_settle
     assert [m["template"]["name"] for m in merchant_inbox if m["template"]] == [
         "merchant_payment_received"
     ]
+
+
+async def test_an_attempt_whose_jobs_all_died_is_still_settled_by_the_sweep(
+    database_url: str,
+) -> None:
+    number = await seed_invoice(database_url)
+    async with running_app(database_url, run_worker=False) as app:
+        await configure(app, faults__callbacks__drop=1.0)
+        async with worker_in_this_process(app, sweep_interval=0.2):
+            await tap(app, CUSTOMER, f"pay:{number}")
+            prompt = await wait_prompt(app)
+            await wait_rows(
+                database_url,
+                OutboxMessage,
+                lambda rs: [r.status for r in rs] == [OutboxStatus.DONE],
+                OutboxMessage.topic == PUSH_TOPIC,
+            )
+        # The customer pays; the callback is lost. A database outage longer than the rows'
+        # retries leaves the reconcile row dead, and RECONCILE_GIVE_UP goes by.
+        await answer(app, prompt, "accept")
+        await outage_outlived(database_url, app.settings.reconcile_give_up)
+        open_after_outage = await the_payment(database_url, lambda p: True)
+        async with worker_in_this_process(app, sweep_interval=0.2):
+            paid = await the_payment(database_url, lambda p: p.status is PaymentStatus.SUCCESS)
+            await drained(database_url)
+        customer_inbox = await app.phone(CUSTOMER).inbox()
+        all_prompts = await prompts(app)
+
+    assert open_after_outage.status is PaymentStatus.INITIATED
+    assert paid.confirmed_by == "query" and paid.receipt_number is None
+    assert (await the_invoice(database_url, number)).status is InvoiceStatus.PAID
+    assert len(with_text(customer_inbox, RECEIPT)) == 1
+    assert len(all_prompts) == 1
+
+
+async def outage_outlived(database_url: str, give_up: float) -> None:
+    """What a long database outage leaves: every row still to run about the attempt dead after
+    its retries, and the attempt pushed more than RECONCILE_GIVE_UP ago."""
+    engine = make_engine(database_url)
+    try:
+        async with unit_of_work(make_session_factory(engine)) as session:
+            dead = await session.execute(
+                sa.update(OutboxMessage)
+                .where(
+                    OutboxMessage.topic.in_(SETTLING_TOPICS),
+                    OutboxMessage.status == OutboxStatus.PENDING,
+                )
+                .values(status=OutboxStatus.DEAD, last_error="connection refused")
+            )
+            assert dead.rowcount == 1  # type: ignore[attr-defined]  # the reconcile row
+            payment = await session.scalar(sa.select(Payment))
+            assert payment is not None and payment.push_sent_at is not None
+            payment.push_sent_at -= timedelta(seconds=give_up + 1)
+    finally:
+        await engine.dispose()

@@ -637,6 +637,65 @@ async def test_a_handler_that_ended_its_last_run_gets_no_abandoned_bookkeeping(
     assert calls == []
 
 
+# Sweeps
+
+
+async def test_a_sweeps_rows_are_claimed_in_the_same_pass(sessions: SessionFactory) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def queue_one(session: AsyncSession, now: datetime) -> int:
+        return int(await enqueue(session, TOPIC, {"swept": now.isoformat()}, "swept"))
+
+    worker = Worker(sessions, {TOPIC: recorder(calls)}, options(), sweeps=[queue_one])
+
+    await worker.run_until_idle()
+    await worker.run_until_idle()  # within the interval: not swept again
+
+    assert len(calls) == 1 and "swept" in calls[0]
+
+
+async def test_a_sweep_runs_again_once_its_interval_has_passed(sessions: SessionFactory) -> None:
+    swept: list[datetime] = []
+
+    async def note(session: AsyncSession, now: datetime) -> int:
+        swept.append(now)
+        return 0
+
+    worker = Worker(sessions, {}, options(sweep_interval=0.1), sweeps=[note])
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: _true(len(swept) >= 3))
+    finally:
+        await worker.stop()
+        await task
+
+    assert swept == sorted(swept) and swept[-1] - swept[0] >= timedelta(seconds=0.2)
+
+
+async def test_a_failing_sweep_keeps_none_of_its_work_and_stops_nothing(
+    sessions: SessionFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[dict[str, Any]] = []
+    await add(sessions, {"n": 7})
+
+    async def half_done(session: AsyncSession, now: datetime) -> int:
+        await enqueue(session, TOPIC, {"n": "half"}, "half")
+        raise RuntimeError("the sweep broke")
+
+    async def fine(session: AsyncSession, now: datetime) -> int:
+        return int(await enqueue(session, TOPIC, {"n": "fine"}, "fine"))
+
+    worker = Worker(sessions, {TOPIC: recorder(calls)}, options(), sweeps=[half_done, fine])
+    await worker.run_until_idle()
+
+    assert sorted(str(call["n"]) for call in calls) == ["7", "fine"]
+    assert "outbox sweep failed" in caplog.text
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_outcome_of_a_worker_whose_lease_was_taken_over_is_dropped(
     sessions: SessionFactory,
 ) -> None:

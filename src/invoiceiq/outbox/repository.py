@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -282,6 +283,23 @@ async def reschedule(
 
 async def mark_dead(session: AsyncSession, row: ClaimedRow, *, error: str) -> bool:
     return await _update_claimed(session, _MARK_DEAD, row, error=error)
+
+
+async def live_payload_values(
+    session: AsyncSession, *, topics: Collection[str], field: str, values: Collection[str]
+) -> set[str]:
+    """Those of `values` that a pending or running row of `topics` carries as `payload[field]`."""
+    carried = _M.payload[field].as_string()
+    query = (
+        sa.select(carried)
+        .where(
+            _M.status.in_((OutboxStatus.PENDING, OutboxStatus.RUNNING)),
+            _M.topic.in_(topics),
+            carried.in_(values),
+        )
+        .distinct()
+    )
+    return set(await session.scalars(query))
 
 
 async def count_by_status(session: AsyncSession) -> dict[OutboxStatus, int]:

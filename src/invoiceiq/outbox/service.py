@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -41,3 +42,11 @@ def note_enqueued(session: AsyncSession) -> None:
     """Rows were added to the outbox in `session` by a repository of its own (the inbox's):
     its commit wakes the in-process worker as `enqueue` does."""
     session.info["outbox_enqueued"] = True
+
+
+async def live_payload_values(
+    session: AsyncSession, *, topics: Collection[str], field: str, values: Collection[str]
+) -> set[str]:
+    """Those of `values` that a row still to run (pending or running) of `topics` carries as
+    `payload[field]`: the side effects about them still on their way."""
+    return await repository.live_payload_values(session, topics=topics, field=field, values=values)

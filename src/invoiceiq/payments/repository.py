@@ -36,6 +36,29 @@ async def get(
     return await session.scalar(query)
 
 
+async def overdue_open(
+    session: AsyncSession,
+    *,
+    started_before: datetime,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Payment]:
+    """Open attempts pushed (or, never pushed, created) before `started_before`, oldest first
+    and after `after` (the start and id of the last one of the page before), locked; on
+    PostgreSQL an attempt another transaction holds is skipped, not waited for."""
+    started = sa.func.coalesce(Payment.push_sent_at, Payment.created_at)
+    query = (
+        sa.select(Payment)
+        .where(Payment.status == PaymentStatus.INITIATED, started < started_before)
+        .order_by(started, Payment.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if after is not None:
+        query = query.where(sa.tuple_(started, Payment.id) > sa.tuple_(*after))
+    return list(await session.scalars(query))
+
+
 async def by_checkout_id(
     session: AsyncSession, checkout_request_id: str, *, lock: bool = False
 ) -> Payment | None:

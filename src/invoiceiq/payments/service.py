@@ -117,13 +117,14 @@ async def start_payment(
 
 
 async def schedule_reconcile(
-    session: AsyncSession, payment: Payment, *, round_: int, delay: float
+    session: AsyncSession, payment: Payment, *, round_: int, delay: float, key: str | None = None
 ) -> None:
+    """`key` replaces the round's dedupe key (a row queued by the sweep, outside the rounds)."""
     await outbox.enqueue(
         session,
         RECONCILE_TOPIC,
         {"payment_id": str(payment.id), "round": round_},
-        f"reconcile:{payment.id}:{round_}",
+        key or f"reconcile:{payment.id}:{round_}",
         not_before=utcnow() + timedelta(seconds=delay),
     )
 

@@ -126,9 +126,11 @@ async def schedule_confirmation(
     round_: int,
     delay: float = 0,
     claimed_at: str | None = None,
+    key: str | None = None,
 ) -> None:
     """`claimed_at` (ISO time) is when the success claim came: M-PESA gets RECONCILE_GIVE_UP
-    from then, or from the push if later, to confirm it (a late success comes long after)."""
+    from then, or from the push if later, to confirm it (a late success comes long after).
+    `key` replaces the round's dedupe key (a row queued by the sweep, outside the rounds)."""
     payload = {
         "payment_id": str(payment.id),
         "round": round_,
@@ -138,7 +140,7 @@ async def schedule_confirmation(
         session,
         service.CONFIRM_TOPIC,
         payload,
-        f"confirm:{payment.id}:{round_}",
+        key or f"confirm:{payment.id}:{round_}",
         not_before=utcnow() + timedelta(seconds=delay),
     )
 
