@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from invoiceiq.cli import app as cli_app
 from invoiceiq.db.engine import SessionFactory
-from invoiceiq.db.models import Payment
+from invoiceiq.db.models import Invoice, MessageLog, Payment
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
@@ -137,6 +137,136 @@ def test_resolve_closes_a_review_with_a_note(cli: Invoke, database_url: str) -> 
     assert payment.review_note == "Refunded KES 1 on 26 Nov" and payment.reviewed_at
     assert payment.needs_review  # the flag and its reason stay, for the record
     assert cli("payments", "review").output.strip() == "no payments need review"
+
+
+UNKNOWN_OUTCOME = {
+    "status": PaymentStatus.FAILED,
+    "result_code": "no_response",
+    "needs_review": True,
+    "review_reason": "push outcome unknown: M-PESA sent no answer and no callback",
+}
+
+
+def seed_cases(database_url: str, **cases: dict[str, Any]) -> dict[str, uuid.UUID]:
+    """A payment per case, on an invoice of its own: `invoice` holds the invoice's values
+    (None: no invoice), `open_too` adds an open attempt on the same invoice."""
+
+    async def work(sessions: SessionFactory) -> dict[str, uuid.UUID]:
+        ids: dict[str, uuid.UUID] = {}
+        async with unit_of_work(sessions) as session:
+            owner = await factories.merchant(session, business_name="Mama Mboga")
+            for name, values in cases.items():
+                values = {**UNKNOWN_OUTCOME, **values}
+                invoice_values = values.pop("invoice", {})
+                open_too = values.pop("open_too", False)
+                if invoice_values is None:
+                    row = Payment(invoice_id=None, phone=CUSTOMER, amount_cents=150_000, **values)
+                    session.add(row)
+                    await session.flush()
+                else:
+                    invoice = await factories.invoice(session, merchant=owner, **invoice_values)
+                    row = await factories.payment(session, invoice=invoice, **values)
+                    if open_too:
+                        await factories.payment(session, invoice=invoice)
+                ids[name] = row.id
+        return ids
+
+    return with_sessions(database_url, work)
+
+
+def payment_and_invoice(database_url: str, payment_id: uuid.UUID) -> tuple[Payment, Any]:
+    [payment] = asyncio.run(rows(database_url, Payment, Payment.id == payment_id))
+    [invoice] = asyncio.run(rows(database_url, Invoice, Invoice.id == payment.invoice_id))
+    return payment, invoice
+
+
+def test_resolve_paid_marks_the_payment_and_its_invoice_paid_and_sends_receipts(
+    cli: Invoke, database_url: str
+) -> None:
+    ids = seed_cases(database_url, found={})
+    found = str(ids["found"])
+
+    done = cli(
+        "payments", "resolve", found, "--paid", "--receipt", " ukm7wypx9w ", "--note", "on stmt"
+    )
+    again = cli("payments", "resolve", found, "--paid", "--note", "twice")
+
+    assert done.exit_code == 0, done.output
+    assert "marked paid" in done.output and "PAID" in done.output
+    payment, invoice = payment_and_invoice(database_url, ids["found"])
+    assert payment.status is PaymentStatus.SUCCESS and payment.confirmed_by == "operator"
+    assert payment.receipt_number == "UKM7WYPX9W"
+    assert payment.reviewed_at is not None and payment.review_note == "on stmt"
+    assert invoice.status is InvoiceStatus.PAID and invoice.paid_at is not None
+    logs = asyncio.run(rows(database_url, MessageLog, MessageLog.invoice_id == invoice.id))
+    sent = sorted((log.kind, log.phone == CUSTOMER) for log in logs)
+    assert sent == [("payment_received", False), ("receipt", True)]
+    assert all("UKM7WYPX9W" in (log.request or {}).get("text", "") for log in logs)
+    assert again.exit_code == 1 and "not waiting for a review" in again.output
+    assert cli("payments", "review").output.strip() == "no payments need review"
+
+
+def test_resolve_paid_without_a_receipt_number_says_confirmed(
+    cli: Invoke, database_url: str
+) -> None:
+    ids = seed_cases(database_url, found={})
+
+    done = cli("payments", "resolve", str(ids["found"]), "--paid", "--note", "on statement")
+
+    assert done.exit_code == 0, done.output
+    payment, invoice = payment_and_invoice(database_url, ids["found"])
+    assert payment.status is PaymentStatus.SUCCESS and payment.receipt_number is None
+    assert invoice.status is InvoiceStatus.PAID
+
+
+def test_resolve_paid_refuses_what_would_charge_or_tell_anyone_twice(
+    cli: Invoke, database_url: str
+) -> None:
+    ids = seed_cases(
+        database_url,
+        paid_invoice={"invoice": {"status": InvoiceStatus.PAID}},
+        cancelled={"invoice": {"status": InvoiceStatus.CANCELLED}},
+        confirmed={"status": PaymentStatus.SUCCESS},
+        still_open={"status": PaymentStatus.INITIATED},
+        no_invoice={"invoice": None},
+        retried={"open_too": True},
+        not_flagged={"needs_review": False},
+        used={"receipt_number": "UKM7WYPX9W", "status": PaymentStatus.SUCCESS},
+        other={},
+    )
+
+    def refusal(name: str, *extra: str) -> str:
+        result = cli("payments", "resolve", str(ids[name]), "--paid", "--note", "x", *extra)
+        assert result.exit_code == 1, (name, result.output)
+        return result.output
+
+    assert "paid already" in refusal("paid_invoice")
+    assert "cancelled already" in refusal("cancelled")
+    assert "SUCCESS already" in refusal("confirmed")
+    assert "still open" in refusal("still_open")
+    assert "matches no invoice" in refusal("no_invoice")
+    assert "attempt open" in refusal("retried")
+    assert "not waiting for a review" in refusal("not_flagged")
+    assert "belongs to another payment" in refusal("other", "--receipt", "UKM7WYPX9W")
+    # Nothing was written: every flagged payment is still on the list, as it was.
+    for name in ("paid_invoice", "cancelled", "still_open", "retried", "other"):
+        payment, invoice = payment_and_invoice(database_url, ids[name])
+        assert payment.reviewed_at is None and payment.confirmed_by is None, name
+        assert invoice.paid_at is None, name
+    assert not asyncio.run(rows(database_url, MessageLog))
+
+
+def test_resolve_refuses_a_receipt_it_cannot_use(cli: Invoke, database_url: str) -> None:
+    ids = seed_cases(database_url, found={})
+    found = str(ids["found"])
+
+    without_paid = cli("payments", "resolve", found, "--receipt", "UKM7WYPX9W", "--note", "x")
+    malformed = cli("payments", "resolve", found, "--paid", "--receipt", "UKM7-WY", "--note", "x")
+
+    assert without_paid.exit_code == 2 and "--receipt goes with --paid" in without_paid.output
+    assert malformed.exit_code == 2 and "not an M-PESA receipt number" in malformed.output
+    payment, _ = payment_and_invoice(database_url, ids["found"])
+    assert payment.status is PaymentStatus.FAILED and payment.reviewed_at is None
 
 
 def test_query_explains_what_it_cannot_ask(cli: Invoke, database_url: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,7 @@ from invoiceiq.db.engine import make_engine, make_session_factory
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import mask_msisdn, mask_phones_in_text
-from invoiceiq.payments import repository
+from invoiceiq.payments import repository, success
 from invoiceiq.payments import review as payment_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.models import Payment
@@ -28,6 +28,7 @@ from invoiceiq.providers import make_providers
 
 NOTE_MAX = 2000
 _TRAILING_NUMBER = re.compile(r"[17]\d{8}$")
+_RECEIPT = re.compile(r"[A-Z0-9]{10}")
 
 payments_app = typer.Typer(
     help="M-PESA payments: query an open attempt, review flagged payments.", no_args_is_help=True
@@ -78,33 +79,65 @@ def review(
 def resolve(
     payment_id: Annotated[str, typer.Argument(help="The payment's id, from `payments review`.")],
     note: Annotated[str, typer.Option("--note", help="What was done about it.")],
+    paid: Annotated[
+        bool,
+        typer.Option(
+            "--paid",
+            help="The money is on the M-PESA statement: mark the payment and its invoice paid "
+            "and send both receipts.",
+        ),
+    ] = False,
+    receipt: Annotated[
+        str | None,
+        typer.Option("--receipt", help="With --paid: the M-PESA receipt number, e.g. UKM7WYPX9W."),
+    ] = None,
 ) -> None:
     """Close the review of a flagged payment with a note (the flag and its reason are kept)."""
     target = _parse_id(payment_id)
     text = note.strip()
     if not text or len(text) > NOTE_MAX:
-        typer.echo(f"--note must say what was done, in 1 to {NOTE_MAX} characters.", err=True)
-        raise typer.Exit(code=2)
+        _refuse(f"--note must say what was done, in 1 to {NOTE_MAX} characters.")
+    receipt_number = _parse_receipt(receipt, paid=paid)
 
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
-            await payment_review.resolve(session, target, note=text)
-            return f"resolved payment {target}"
+            if not paid:
+                await payment_review.resolve(session, target, note=text)
+                return f"resolved payment {target}"
+            invoice = await success.paid_by_hand(
+                session, settings, target, note=text, receipt=receipt_number
+            )
+            return (
+                f"resolved payment {target}: marked paid, invoice {invoice.number} PAID, a "
+                "receipt on its way to the customer and the merchant"
+            )
 
         return await in_transaction(settings, change)
 
     _run_admin(work)
 
 
+def _parse_receipt(raw: str | None, *, paid: bool) -> str | None:
+    if raw is None:
+        return None
+    if not paid:
+        _refuse("--receipt goes with --paid: it is the receipt of money found on the statement.")
+    receipt = raw.strip().upper()
+    if not _RECEIPT.fullmatch(receipt):
+        _refuse(f"{raw!r} is not an M-PESA receipt number: 10 letters and digits, e.g. UKM7WYPX9W.")
+    return receipt
+
+
+def _refuse(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code=2)
+
+
 def _parse_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw.strip())
     except ValueError:
-        typer.echo(
-            f"{raw!r} is not a payment id (a UUID, as `invoiceiq payments review` shows it).",
-            err=True,
-        )
-        raise typer.Exit(code=2) from None
+        _refuse(f"{raw!r} is not a payment id (a UUID, as `invoiceiq payments review` shows it).")
 
 
 def mask_checkout_id(checkout_request_id: str) -> str:
