@@ -19,7 +19,7 @@ from invoiceiq.kit.phone import PhoneError, mask_msisdn, normalize_msisdn
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications import service as notifications
-from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.notifications.schemas import Outbound, TemplateCall
 from invoiceiq.whatsapp.client import WhatsAppClient
 from invoiceiq.whatsapp.errors import WhatsAppError
 
@@ -74,13 +74,23 @@ def approve(msisdn: Msisdn) -> None:
             await notifications.send(
                 session,
                 to=phone,
-                message=Outbound(kind="account", text=texts.APPROVED.format(name=name)),
+                message=_approved(name),
             )
             return f"approved {mask_msisdn(phone)} ({name})"
 
         return await in_transaction(settings, change)
 
     _run_admin(work)
+
+
+def _approved(name: str) -> Outbound:
+    """Approval may come days after the merchant last wrote: outside their 24-hour window only
+    the template reaches them."""
+    return Outbound(
+        kind="account",
+        text=texts.APPROVED.format(name=name),
+        template=TemplateCall("merchant_account_approved", (name or "your business",)),
+    )
 
 
 @merchant_app.command("suspend")

@@ -275,6 +275,22 @@ async def test_merchant_must_name_business_be_approved_and_not_suspended(databas
     assert len(await rows(database_url, Invoice)) == 1
 
 
+async def test_an_approval_after_the_merchants_window_closed_goes_as_its_template(
+    database_url: str,
+) -> None:
+    async with running_app(database_url, merchant_signup="approval", customer_window=1) as app:
+        merchant = app.phone(MERCHANT)
+        await merchant.say("name Chai Point")
+        assert "waiting for approval" in (await merchant.next_reply())["text"]
+        await asyncio.sleep(1.5)  # CUSTOMER_WINDOW: the merchant's window has closed
+
+        await _cli(app, "merchant", "approve", MERCHANT)
+        approval = await merchant.next_reply()
+
+    assert approval["template"]["name"] == "merchant_account_approved"
+    assert approval["template"]["params"] == ["Chai Point"]
+
+
 async def _cli(app: RunningApp, *args: str) -> None:
     import os
     import sys

@@ -23,7 +23,9 @@ from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.http import make_http_client
 from invoiceiq.merchants import service as merchant_service
+from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.models import DeliveryStatus
+from invoiceiq.notifications.schemas import Outbound, TemplateCall
 from invoiceiq.notifications.sender import Sender, template_param
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.outbox.states import OutboxStatus
@@ -276,6 +278,65 @@ async def test_template_parameters_go_on_one_line(
         assert "Logo design and business cards" in received["template"]["params"]
         [entry] = await logs(r, "invoice")
         assert entry.status is DeliveryStatus.SENT
+
+
+async def queue(rig: Rig, message: Outbound, *, wrote_ago: timedelta | None) -> ClaimedRow:
+    """`message` queued to the customer, who last wrote `wrote_ago` (None: never)."""
+    async with rig.sessions() as session, session.begin():
+        if wrote_ago is not None:
+            await notifications.log_inbound(session, phone=CUSTOMER, kind="text", wamid="wamid.in")
+            await session.execute(sa.update(MessageLog).values(created_at=utcnow() - wrote_ago))
+        await notifications.send(session, to=CUSTOMER, message=message)
+    return await send_row(rig, message.kind)
+
+
+@pytest.mark.parametrize("wrote_ago", [None, timedelta(hours=25)])
+async def test_a_free_form_message_with_no_template_is_not_sent_outside_the_window(
+    sessions: SessionFactory, database_url: str, wrote_ago: timedelta | None
+) -> None:
+    """WhatsApp would accept it, then fail it with 131047: it is recorded failed at once, with
+    that code, and nothing reaches WhatsApp."""
+    async with rig(sessions, database_url) as r:
+        row = await queue(r, Outbound(kind="reply", text="Check your phone"), wrote_ago=wrote_ago)
+
+        assert await r.sender(row) is None
+
+        [entry] = await logs(r, "reply")
+        assert entry.status is DeliveryStatus.FAILED and entry.error_code == "131047"
+        assert entry.provider_message_id is None
+        assert r.fake.inbox(CUSTOMER) == [] and r.fake.request_count == 0
+
+
+async def test_the_same_message_inside_the_window_is_sent(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    async with rig(sessions, database_url) as r:
+        message = Outbound(kind="reply", text="Check your phone")
+        row = await queue(r, message, wrote_ago=timedelta(hours=23))
+
+        await r.sender(row)
+
+        [entry] = await logs(r, "reply")
+        assert entry.status is DeliveryStatus.SENT
+        assert [m["text"] for m in r.fake.inbox(CUSTOMER)] == ["Check your phone"]
+
+
+async def test_outside_the_window_a_message_with_a_template_goes_as_the_template(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    async with rig(sessions, database_url) as r:
+        message = Outbound(
+            kind="account",
+            text="Good news",
+            template=TemplateCall("merchant_account_approved", ("Wanjiku Designs",)),
+        )
+        row = await queue(r, message, wrote_ago=timedelta(hours=25))
+
+        await r.sender(row)
+
+        [received] = r.fake.inbox(CUSTOMER)
+        assert received["template"]["name"] == "merchant_account_approved"
+        assert "Wanjiku Designs" in received["template"]["params"]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,12 @@ CUSTOMER = {
     "payment_failed",
     "payment_unconfirmed",
 }
-MERCHANT = {"merchant_payment_received", "merchant_delivery_failed", "merchant_payment_review"}
+MERCHANT = {
+    "merchant_payment_received",
+    "merchant_delivery_failed",
+    "merchant_payment_review",
+    "merchant_account_approved",
+}
 WITH_PAY_BUTTON = {"invoice_new", "invoice_reminder", "payment_failed", "payment_unconfirmed"}
 
 

@@ -1,7 +1,8 @@
 """The `whatsapp.send` outbox handler: send one logged message, then record what happened.
 
 Free-form inside the recipient's 24-hour window, the approved template outside it
-(https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows).
+(https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-messages#customer-service-windows);
+a message with no template is not sent outside it, and is marked failed with WhatsApp's 131047.
 A send is retried on transient and ambiguous failures (WhatsApp has no idempotency key, so a
 rare duplicate is accepted). A rejected send, or one still failing at its last attempt, is
 marked failed and its row goes dead (so `outbox list --dead` shows it and `outbox retry` can
@@ -38,6 +39,9 @@ class Plan:
     phone: str
     message: Outbound
     as_template: bool
+    # Free-form, outside the recipient's 24-hour window, with no template to send instead:
+    # WhatsApp would accept it and then fail it with 131047, so it is not sent at all.
+    undeliverable: bool = False
 
 
 class Sender:
@@ -57,6 +61,13 @@ class Sender:
             plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
             if plan is None:
                 return None  # already sent by an earlier run of this row
+            if plan.undeliverable:
+                log.info(
+                    "whatsapp message not sent: outside the 24-hour window, no template",
+                    extra={"kind": plan.message.kind},
+                )
+                await self._give_up(log_id, code=delivery.OUTSIDE_WINDOW, exhausted=False)
+                return None
             sent = await self._send(plan)
         except WhatsAppError as error:
             if error.kind != "rejected" and not final:
@@ -115,8 +126,9 @@ class Sender:
         in_window = notifications.in_window(
             entry.last_inbound_at, window_seconds=self._settings.customer_window
         )
-        as_template = message.template is not None and (force_template or not in_window)
-        return Plan(entry.phone, message, as_template)
+        if message.template is None:
+            return Plan(entry.phone, message, as_template=False, undeliverable=not in_window)
+        return Plan(entry.phone, message, as_template=force_template or not in_window)
 
     async def _send(self, plan: Plan) -> SentMessage:
         message = plan.message
