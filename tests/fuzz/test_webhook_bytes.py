@@ -33,6 +33,8 @@ NUL_CALLBACK = (
     b' "ResultCode": 1032, "ResultDesc": "a\\u0000b"}}}'
 )
 SURROGATE_CALLBACK = NUL_CALLBACK.replace(b"\\u0000", b"\\ud800")
+# Python reads NaN and Infinity; JSON and PostgreSQL's jsonb do not.
+NAN_CALLBACK = NUL_CALLBACK.replace(b'"a\\u0000b"', b'"x", "Balance": NaN')
 NUL_STATUS = (
     b'{"entry": [{"changes": [{"value": {"statuses": [{"id": "wamid.\\u0000", "status":'
     b' "read", "timestamp": "1700000000"}]}}]}]}'
@@ -59,6 +61,8 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 @given(body=bodies(wa_envelope), content_type=_content_types)
 @example(body=DEEP, content_type="application/json")
 @example(body=NUL_STATUS, content_type="application/json")
+@example(body=NUL_STATUS.replace(b'"wamid.\\u0000"', b"NaN"), content_type="application/json")
+@example(body=NUL_STATUS.replace(b'"1700000000"', b"Infinity"), content_type="application/json")
 async def test_the_whatsapp_webhook_never_answers_500(
     client: httpx.AsyncClient, body: bytes, content_type: str
 ) -> None:
@@ -73,6 +77,7 @@ async def test_the_whatsapp_webhook_never_answers_500(
 @example(body=DEEP, content_type="application/json")
 @example(body=NUL_CALLBACK, content_type="application/json")
 @example(body=SURROGATE_CALLBACK, content_type="application/json")
+@example(body=NAN_CALLBACK, content_type="application/json")
 async def test_the_stk_callback_never_answers_500(
     client: httpx.AsyncClient, body: bytes, content_type: str
 ) -> None:

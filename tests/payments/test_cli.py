@@ -7,11 +7,13 @@ command from a thread: the command runs its own event loop, as it does from a sh
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -19,16 +21,20 @@ from invoiceiq.cli import app as cli_app
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice, MessageLog, Payment
 from invoiceiq.db.uow import unit_of_work
+from invoiceiq.inbox.models import InboxEvent
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
+from invoiceiq.main import create_app
 from invoiceiq.payments.states import PaymentStatus
 from payments.flows import (
     CUSTOMER,
     FAILED,
     RECEIPT,
     answer,
+    callback_body,
     configure,
     drained,
+    fake_prompt,
     named_merchant,
     send_invoice,
     tap,
@@ -40,6 +46,7 @@ from payments.flows import (
 from support import factories
 from support.app_server import rows, running_app
 from support.cli import Invoke, with_sessions
+from support.db import make_settings
 
 MASKED = "2547•••••678"
 
@@ -339,3 +346,44 @@ async def test_query_applies_m_pesas_answer(
     [receipt] = with_text(inbox, RECEIPT)
     assert "confirmed by M-PESA" in receipt
     assert len(with_text(inbox, FAILED)) == 1
+
+
+async def test_an_unreadable_callback_is_kept_once_listed_masked_and_resolved(
+    cli: Invoke, database_url: str
+) -> None:
+    """Behind the right path secret, a body we cannot read may be Daraja's only word that a
+    customer paid: still a 400, but kept for review (an empty probe is not)."""
+    secret = "s" * 24
+    app = create_app(
+        make_settings(database_url=database_url, mpesa_callback_secret=secret), run_worker=False
+    )
+    no_id = callback_body(fake_prompt(), receipt="UKEPT12345")
+    del no_id["Body"]["stkCallback"]["CheckoutRequestID"]
+    bodies = [b"not json", b"not json", json.dumps(no_id).encode(), b"", b"  "]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            path = f"/payments/stk/callback/{secret}"
+            answers = [await http.post(path, content=body) for body in bodies]
+
+    kept = await rows(database_url, InboxEvent, InboxEvent.source == "mpesa.unreadable")
+    listed = (await asyncio.to_thread(cli, "payments", "review")).output
+    assert [a.status_code for a in answers] == [400] * len(bodies)
+    assert sorted(event.payload["body"] for event in kept) == sorted(
+        [json.dumps(no_id), "not json"]
+    )
+    assert "2 STK callback(s) that could not be read" in listed
+    assert "UKEPT12345" in listed and "not JSON" in listed and "CheckoutRequestID" in listed
+    assert MASKED in listed and CUSTOMER not in listed
+
+    [text_one] = [event for event in kept if event.payload["body"] == "not json"]
+    done = await asyncio.to_thread(
+        cli, "payments", "resolve", str(text_one.id), "--note", "a probe"
+    )
+    again = await asyncio.to_thread(cli, "payments", "resolve", str(text_one.id), "--note", "x")
+    after = (await asyncio.to_thread(cli, "payments", "review")).output
+    everything = (await asyncio.to_thread(cli, "payments", "review", "--all")).output
+    assert done.exit_code == 0 and "resolved unreadable callback" in done.output
+    assert again.exit_code == 1 and "resolved already" in again.output
+    assert "1 STK callback(s)" in after and str(text_one.id) not in after
+    assert str(text_one.id) in everything and "a probe" in everything

@@ -37,6 +37,22 @@ async def get_event(session: AsyncSession, *, source: str, external_id: str) -> 
     )
 
 
+async def get_by_id(session: AsyncSession, event_id: uuid.UUID) -> InboxEvent | None:
+    return await session.get(InboxEvent, event_id)
+
+
+async def list_source(
+    session: AsyncSession, *, source: str, include_processed: bool
+) -> list[InboxEvent]:
+    """The events of `source`, oldest first; only those not processed yet unless asked."""
+    query = (
+        sa.select(InboxEvent).where(InboxEvent.source == source).order_by(InboxEvent.received_at)
+    )
+    if not include_processed:
+        query = query.where(InboxEvent.processed_at.is_(None))
+    return list(await session.scalars(query))
+
+
 _TABLE: sa.Table = InboxEvent.__table__  # type: ignore[assignment]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,17 @@ async def unprocessed(session: AsyncSession, source: str, prefix: str) -> list[I
 
 async def get(session: AsyncSession, source: str, external_id: str) -> InboxEvent | None:
     return await repository.get_event(session, source=source, external_id=external_id)
+
+
+async def get_by_id(session: AsyncSession, event_id: uuid.UUID) -> InboxEvent | None:
+    return await repository.get_by_id(session, event_id)
+
+
+async def of_source(
+    session: AsyncSession, source: str, *, include_processed: bool = False
+) -> list[InboxEvent]:
+    """Stored events of `source`, oldest first: those no one has dealt with yet, or all."""
+    return await repository.list_source(session, source=source, include_processed=include_processed)
 
 
 async def mark_processed(

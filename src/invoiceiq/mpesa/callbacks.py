@@ -8,6 +8,7 @@ a success is never dropped as a duplicate of an earlier failure of the same push
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -19,15 +20,16 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
-from invoiceiq.deps import SessionDep, SettingsDep
+from invoiceiq.db.uow import unit_of_work
+from invoiceiq.deps import SessionDep, SettingsDep, get_session_factory
 from invoiceiq.errors import AppError, NotFound
 from invoiceiq.inbox import service as inbox
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.kit.text import json_is_storable
+from invoiceiq.kit.text import json_is_storable, storable
 from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
+from invoiceiq.payments import review, settlement
 from invoiceiq.payments import service as payment_service
-from invoiceiq.payments import settlement
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -38,6 +40,9 @@ ID_MAX, CODE_MAX, RECEIPT_MAX = 64, 32, 32
 # Far above M-PESA's per-transaction limit (KES 150,000 to 250,000, reference §6).
 AMOUNT_MAX = 10_000_000
 RETRY_APPLY_AFTER = 5.0
+# Of an unreadable callback, the first bytes kept for review (Daraja's are about 1 KB).
+UNREADABLE_KEEP = 16_384
+REASON_MAX = 200
 
 
 @router.post("/payments/stk/callback/{secret}")
@@ -46,15 +51,16 @@ async def stk_callback(
 ) -> dict[str, Any]:
     if not _secret_ok(secret, settings):
         raise NotFound()
+    raw = await request.body()
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw, parse_constant=_refuse_constant)
         if not json_is_storable(body):  # no real callback holds NUL or broken unicode
             raise ValueError("unstorable text")
         callback = parse_callback(body)
         _check_sizes(callback)
     # RecursionError: deeply nested JSON; a malformed body is a 400, never a 500.
-    except (ValueError, RecursionError, CallbackError):
-        log.warning("stk callback: malformed body refused")
+    except (ValueError, RecursionError, CallbackError) as error:
+        await _keep_unreadable(request, raw, error)
         raise AppError("Not an STK callback.", code="malformed_callback") from None
     if not _from_allowed_address(request, settings):
         body = {**body, settlement.OUTSIDE_ALLOWLIST: True}
@@ -70,6 +76,33 @@ async def stk_callback(
         log.exception("stk callback stored but not applied; retried by a job")
         await _look_again(session, key, delay=RETRY_APPLY_AFTER)
     return ACCEPTED
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity: Python reads them, JSON (and PostgreSQL's jsonb) does not."""
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _keep_unreadable(request: Request, raw: bytes, error: Exception) -> None:
+    """A body behind the right path secret that we cannot read may still be Daraja's word that
+    someone paid, and Daraja never sends it again: kept for `payments review`, in a transaction
+    of its own (the request's rolls back with the 400), once per distinct body. An empty body
+    (a reachability probe, RUNBOOK) is not kept."""
+    if not raw.strip():
+        log.warning("stk callback: empty body refused")
+        return
+    text = storable(raw[:UNREADABLE_KEEP].decode("utf-8", "replace")) or ""
+    reason = "not JSON" if isinstance(error, json.JSONDecodeError) else str(error)[:REASON_MAX]
+    reason = storable(reason) or ""  # a key named in the error may hold NUL
+    payload = {"body": text, "bytes": len(raw), "reason": reason}
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        async with unit_of_work(get_session_factory(request)) as session:
+            kept = await inbox.record(session, review.UNREADABLE_CALLBACKS, digest, payload)
+    except Exception:
+        log.exception("stk callback: unreadable body refused, and keeping it failed")
+        return
+    log.warning("stk callback: unreadable body refused, kept for review", extra={"new": kept})
 
 
 async def _apply(

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from invoiceiq.admin_cli import _run_admin, in_transaction
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.inbox import service as inbox
+from invoiceiq.inbox.models import InboxEvent
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import mask_msisdn, mask_phones_in_text
@@ -27,6 +29,8 @@ from invoiceiq.payments.models import Payment
 from invoiceiq.providers import make_providers
 
 NOTE_MAX = 2000
+# Of an unreadable callback's body, what `payments review` shows.
+EXCERPT_CHARS = 600
 _TRAILING_NUMBER = re.compile(r"[17]\d{8}$")
 _RECEIPT = re.compile(r"[A-Z0-9]{10}")
 
@@ -63,12 +67,16 @@ def review(
         bool, typer.Option("--all", help="Also list the ones already resolved.")
     ] = False,
 ) -> None:
-    """List payments flagged for review (phone numbers masked), oldest first."""
+    """List payments flagged for review, then the callbacks that could not be read (phone
+    numbers masked), oldest first."""
 
     async def work(settings: Settings) -> str:
         async def read(session: AsyncSession) -> str:
             rows = await repository.flagged(session, include_resolved=include_resolved)
-            return render_review(rows)
+            kept = await inbox.of_source(
+                session, payment_review.UNREADABLE_CALLBACKS, include_processed=include_resolved
+            )
+            return render_review(rows) + render_unreadable(kept)
 
         return await in_transaction(settings, read)
 
@@ -102,8 +110,7 @@ def resolve(
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
             if not paid:
-                await payment_review.resolve(session, target, note=text)
-                return f"resolved payment {target}"
+                return await payment_review.resolve_any(session, target, note=text)
             invoice = await success.paid_by_hand(
                 session, settings, target, note=text, receipt=receipt_number
             )
@@ -168,4 +175,27 @@ def render_review(rows: list[tuple[Payment, str | None]]) -> str:
             resolved = nairobi(payment.reviewed_at).strftime("%Y-%m-%d %H:%M")
             note = mask_phones_in_text(payment.review_note or "")
             lines.append(f"    resolved {resolved} EAT: {note}")
+    return "\n".join(lines)
+
+
+def render_unreadable(events: list[InboxEvent]) -> str:
+    """Callbacks kept because they could not be read: when, why, and the start of the body."""
+    if not events:
+        return ""
+    lines = [f"\n{len(events)} STK callback(s) that could not be read"]
+    for event in events:
+        received = nairobi(event.received_at).strftime("%Y-%m-%d %H:%M")
+        payload = event.payload
+        body = " ".join(str(payload.get("body", "")).split())
+        excerpt = mask_phones_in_text(body[:EXCERPT_CHARS])
+        if len(body) > EXCERPT_CHARS:
+            excerpt += "…"
+        lines.append(
+            f"{event.id}  {received} EAT  {payload.get('bytes', '?')} bytes  "
+            f"reason: {mask_phones_in_text(str(payload.get('reason', '-')))}"
+        )
+        lines.append(f"    body: {excerpt}")
+        if event.processed_at is not None:
+            resolved = nairobi(event.processed_at).strftime("%Y-%m-%d %H:%M")
+            lines.append(f"    resolved {resolved} EAT: {mask_phones_in_text(event.error or '')}")
     return "\n".join(lines)
