@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # cancelled and the row retried later (as after a crash), so one stuck call never holds a
     # row, and the chat queued behind it, for ever.
     outbox_handler_timeout: float = Field(default=120, gt=0)
+    # How often each worker sweeps for work no outbox row will do any more (payments/sweep.py).
+    outbox_sweep_interval: float = Field(default=60, gt=0)
     # How long a call to 360dialog or Daraja may take to answer; past it the call has "timed
     # out after sending" (STYLE §8): a WhatsApp send is retried, an STK push never is.
     provider_timeout: float = Field(default=15, gt=0)

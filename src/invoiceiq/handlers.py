@@ -46,6 +46,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         max_attempts=settings.outbox_max_attempts,
         backoff_max=settings.outbox_backoff_max,
         handler_timeout=settings.outbox_handler_timeout,
+        sweep_interval=settings.outbox_sweep_interval,
     )
 
 

@@ -130,11 +130,13 @@ class Worker:
             self._wake.clear()
             free = self._options.concurrency - len(self._in_flight)
             claimed = 0
-            if free > 0:
-                try:
+            try:
+                if free > 0:
                     claimed = await self._claim_and_start(free)
-                except Exception:
-                    log.exception("outbox claim failed")
+                else:
+                    await self._sweep_if_due(utcnow())  # no claim to run it: every slot is busy
+            except Exception:
+                log.exception("outbox claim failed")
             if claimed and claimed == free:
                 continue  # there may be more due rows; loop again after yielding once
             with contextlib.suppress(TimeoutError):
@@ -182,9 +184,7 @@ class Worker:
         if time.monotonic() - self._buried_at >= self._options.poll_interval:
             self._buried_at = time.monotonic()
             await self._bury_abandoned(now)
-        if self._sweeps and time.monotonic() - self._swept_at >= self._options.sweep_interval:
-            self._swept_at = time.monotonic()
-            await self._sweep(now)
+        await self._sweep_if_due(now)
         async with unit_of_work(self._statements) as session:
             return await repository.claim(
                 session,
@@ -213,9 +213,13 @@ class Worker:
         for row in buried:
             metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
 
-    async def _sweep(self, now: datetime) -> None:
-        """Each sweep in its own transaction: one that fails (logged) keeps none of its work,
-        and is run again at the next interval; the others and the claim go on."""
+    async def _sweep_if_due(self, now: datetime) -> None:
+        """Each sweep in its own transaction, once per `sweep_interval`: one that fails
+        (logged) keeps none of its work and runs again at the next interval; the others, and
+        the claim, go on."""
+        if not self._sweeps or time.monotonic() - self._swept_at < self._options.sweep_interval:
+            return
+        self._swept_at = time.monotonic()
         for sweep in self._sweeps:
             try:
                 async with unit_of_work(self._sessions) as session:

@@ -310,5 +310,8 @@ async def test_a_malformed_callback_gets_400_and_changes_nothing(database_url: s
     assert [a.status_code for a in answers] == [400] * len(bodies)
     assert {a.json()["error"]["code"] for a in answers} == {"malformed_callback"}
     assert await rows(database_url, InboxEvent, InboxEvent.source == "mpesa") == []
+    # Each is kept for review as it came, since one may be the only word that someone paid.
+    kept = await rows(database_url, InboxEvent, InboxEvent.source == "mpesa.unreadable")
+    assert len(kept) == len(bodies) and all(event.processed_at is None for event in kept)
     assert payment.callback_body is None and not payment.needs_review
     assert (await the_invoice(database_url, sent.number)).status is InvoiceStatus.SENT

@@ -33,7 +33,7 @@ NUL_CALLBACK = (
     b' "ResultCode": 1032, "ResultDesc": "a\\u0000b"}}}'
 )
 SURROGATE_CALLBACK = NUL_CALLBACK.replace(b"\\u0000", b"\\ud800")
-# Python reads NaN and Infinity; JSON and PostgreSQL's jsonb do not.
+# Python reads NaN, Infinity and 1e400 (as infinity); PostgreSQL's jsonb refuses them.
 NAN_CALLBACK = NUL_CALLBACK.replace(b'"a\\u0000b"', b'"x", "Balance": NaN')
 NUL_STATUS = (
     b'{"entry": [{"changes": [{"value": {"statuses": [{"id": "wamid.\\u0000", "status":'
@@ -78,6 +78,7 @@ async def test_the_whatsapp_webhook_never_answers_500(
 @example(body=NUL_CALLBACK, content_type="application/json")
 @example(body=SURROGATE_CALLBACK, content_type="application/json")
 @example(body=NAN_CALLBACK, content_type="application/json")
+@example(body=NAN_CALLBACK.replace(b"NaN", b"1e400"), content_type="application/json")
 async def test_the_stk_callback_never_answers_500(
     client: httpx.AsyncClient, body: bytes, content_type: str
 ) -> None:

@@ -672,6 +672,30 @@ async def test_a_sweep_runs_again_once_its_interval_has_passed(sessions: Session
     assert swept == sorted(swept) and swept[-1] - swept[0] >= timedelta(seconds=0.2)
 
 
+async def test_sweeps_run_while_every_slot_is_busy(sessions: SessionFactory) -> None:
+    release = asyncio.Event()
+    swept: list[datetime] = []
+    await add(sessions)
+
+    async def busy(row: ClaimedRow) -> None:
+        await release.wait()
+
+    async def note(session: AsyncSession, now: datetime) -> int:
+        swept.append(now)
+        return 0
+
+    worker = Worker(
+        sessions, {TOPIC: busy}, options(concurrency=1, sweep_interval=0.1), sweeps=[note]
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: _true(len(swept) >= 3))
+    finally:
+        release.set()
+        await worker.stop()
+        await task
+
+
 async def test_a_failing_sweep_keeps_none_of_its_work_and_stops_nothing(
     sessions: SessionFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

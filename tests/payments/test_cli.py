@@ -209,7 +209,7 @@ def test_resolve_paid_marks_the_payment_and_its_invoice_paid_and_sends_receipts(
     sent = sorted((log.kind, log.phone == CUSTOMER) for log in logs)
     assert sent == [("payment_received", False), ("receipt", True)]
     assert all("UKM7WYPX9W" in (log.request or {}).get("text", "") for log in logs)
-    assert again.exit_code == 1 and "not waiting for a review" in again.output
+    assert again.exit_code == 1 and "SUCCESS already" in again.output
     assert cli("payments", "review").output.strip() == "no payments need review"
 
 
@@ -226,6 +226,44 @@ def test_resolve_paid_without_a_receipt_number_says_confirmed(
     assert invoice.status is InvoiceStatus.PAID
 
 
+def test_resolve_paid_takes_the_receipt_its_unconfirmed_claim_carried(
+    cli: Invoke, database_url: str
+) -> None:
+    prompt = fake_prompt(amount=1500)
+    ids = seed_cases(
+        database_url,
+        claimed={
+            "checkout_request_id": prompt["checkout_request_id"],
+            "callback_body": callback_body(prompt, receipt="UCLAIMED12"),
+            "review_reason": "M-PESA never confirmed the reported payment",
+        },
+    )
+
+    done = cli("payments", "resolve", str(ids["claimed"]), "--paid", "--note", "on statement")
+
+    assert done.exit_code == 0, done.output
+    payment, _ = payment_and_invoice(database_url, ids["claimed"])
+    assert payment.status is PaymentStatus.SUCCESS and payment.receipt_number == "UCLAIMED12"
+
+
+def test_resolve_paid_records_an_attempt_given_up_though_never_flagged(
+    cli: Invoke, database_url: str
+) -> None:
+    """Given up with no word from M-PESA (queried, never answered): not flagged, since its push
+    was known; its money may still turn up on the statement."""
+    ids = seed_cases(database_url, given_up={"needs_review": False, "review_reason": None})
+
+    done = cli("payments", "resolve", str(ids["given_up"]), "--paid", "--note", "on statement")
+
+    assert done.exit_code == 0, done.output
+    payment, invoice = payment_and_invoice(database_url, ids["given_up"])
+    assert payment.status is PaymentStatus.SUCCESS and invoice.status is InvoiceStatus.PAID
+    assert payment.needs_review and payment.reviewed_at is not None  # the record of who did it
+    assert payment.review_reason == "marked paid by hand from the M-PESA statement"
+    listed = cli("payments", "review", "--all").output
+    assert str(ids["given_up"]) in listed and "on statement" in listed
+
+
 def test_resolve_paid_refuses_what_would_charge_or_tell_anyone_twice(
     cli: Invoke, database_url: str
 ) -> None:
@@ -237,7 +275,8 @@ def test_resolve_paid_refuses_what_would_charge_or_tell_anyone_twice(
         still_open={"status": PaymentStatus.INITIATED},
         no_invoice={"invoice": None},
         retried={"open_too": True},
-        not_flagged={"needs_review": False},
+        failed_for_sure={"needs_review": False, "result_code": "1032"},
+        other_amount={"review_reason": "M-PESA reported KES 1,000, the attempt was for KES 1,500"},
         used={"receipt_number": "UKM7WYPX9W", "status": PaymentStatus.SUCCESS},
         other={},
     )
@@ -253,10 +292,11 @@ def test_resolve_paid_refuses_what_would_charge_or_tell_anyone_twice(
     assert "still open" in refusal("still_open")
     assert "matches no invoice" in refusal("no_invoice")
     assert "attempt open" in refusal("retried")
-    assert "not waiting for a review" in refusal("not_flagged")
+    assert "M-PESA's word (1032)" in refusal("failed_for_sure")
+    assert "another amount" in refusal("other_amount")
     assert "belongs to another payment" in refusal("other", "--receipt", "UKM7WYPX9W")
     # Nothing was written: every flagged payment is still on the list, as it was.
-    for name in ("paid_invoice", "cancelled", "still_open", "retried", "other"):
+    for name in ("paid_invoice", "cancelled", "still_open", "retried", "other", "other_amount"):
         payment, invoice = payment_and_invoice(database_url, ids[name])
         assert payment.reviewed_at is None and payment.confirmed_by is None, name
         assert invoice.paid_at is None, name
@@ -352,14 +392,14 @@ async def test_an_unreadable_callback_is_kept_once_listed_masked_and_resolved(
     cli: Invoke, database_url: str
 ) -> None:
     """Behind the right path secret, a body we cannot read may be Daraja's only word that a
-    customer paid: still a 400, but kept for review (an empty probe is not)."""
+    customer paid: still a 400, but kept for review (an empty probe, or `{}`, is not)."""
     secret = "s" * 24
     app = create_app(
         make_settings(database_url=database_url, mpesa_callback_secret=secret), run_worker=False
     )
     no_id = callback_body(fake_prompt(), receipt="UKEPT12345")
     del no_id["Body"]["stkCallback"]["CheckoutRequestID"]
-    bodies = [b"not json", b"not json", json.dumps(no_id).encode(), b"", b"  "]
+    bodies = [b"not json", b"not json", json.dumps(no_id).encode(), b"", b"  ", b"{}"]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
@@ -377,6 +417,10 @@ async def test_an_unreadable_callback_is_kept_once_listed_masked_and_resolved(
     assert MASKED in listed and CUSTOMER not in listed
 
     [text_one] = [event for event in kept if event.payload["body"] == "not json"]
+    as_paid = await asyncio.to_thread(
+        cli, "payments", "resolve", str(text_one.id), "--paid", "--note", "x"
+    )
+    assert as_paid.exit_code == 1 and "could not be read, not a payment" in as_paid.output
     done = await asyncio.to_thread(
         cli, "payments", "resolve", str(text_one.id), "--note", "a probe"
     )

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +44,8 @@ RETRY_APPLY_AFTER = 5.0
 # Of an unreadable callback, the first bytes kept for review (Daraja's are about 1 KB).
 UNREADABLE_KEEP = 16_384
 REASON_MAX = 200
+# Bodies that carry nothing, such as the RUNBOOK's reachability probe: refused, not kept.
+_PROBES = frozenset({b"", b"{}", b"[]", b"null"})
 
 
 @router.post("/payments/stk/callback/{secret}")
@@ -53,7 +56,7 @@ async def stk_callback(
         raise NotFound()
     raw = await request.body()
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
         if not json_is_storable(body):  # no real callback holds NUL or broken unicode
             raise ValueError("unstorable text")
         callback = parse_callback(body)
@@ -83,12 +86,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A number too large for a float (1e400) reads as infinity, which jsonb refuses."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number out of range")
+    return value
+
+
 async def _keep_unreadable(request: Request, raw: bytes, error: Exception) -> None:
     """A body behind the right path secret that we cannot read may still be Daraja's word that
     someone paid, and Daraja never sends it again: kept for `payments review`, in a transaction
     of its own (the request's rolls back with the 400), once per distinct body. An empty body
-    (a reachability probe, RUNBOOK) is not kept."""
-    if not raw.strip():
+    or `{}` (a reachability probe, RUNBOOK) is not kept."""
+    if raw.strip() in _PROBES:
         log.warning("stk callback: empty body refused")
         return
     text = storable(raw[:UNREADABLE_KEEP].decode("utf-8", "replace")) or ""

@@ -22,7 +22,7 @@ from invoiceiq.inbox.models import InboxEvent
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import mask_msisdn, mask_phones_in_text
-from invoiceiq.payments import repository, success
+from invoiceiq.payments import manual, repository
 from invoiceiq.payments import review as payment_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.models import Payment
@@ -76,7 +76,8 @@ def review(
             kept = await inbox.of_source(
                 session, payment_review.UNREADABLE_CALLBACKS, include_processed=include_resolved
             )
-            return render_review(rows) + render_unreadable(kept)
+            listing = render_review(rows) if rows or not kept else "no flagged payments"
+            return listing + render_unreadable(kept)
 
         return await in_transaction(settings, read)
 
@@ -111,7 +112,7 @@ def resolve(
         async def change(session: AsyncSession) -> str:
             if not paid:
                 return await payment_review.resolve_any(session, target, note=text)
-            invoice = await success.paid_by_hand(
+            invoice = await manual.paid_by_hand(
                 session, settings, target, note=text, receipt=receipt_number
             )
             return (

@@ -23,6 +23,8 @@ from invoiceiq.payments.states import PaymentStatus
 # confirmed by STK Query even when MPESA_CONFIRM_CALLBACKS is off, however late it is applied.
 OUTSIDE_ALLOWLIST = "_outside_allowlist"
 MAX_PHONE_DIGITS = 15  # E.164
+# How the review reason of a success for another amount begins.
+AMOUNT_DIFFERS = "M-PESA reported"
 
 
 async def apply_callback(
@@ -66,7 +68,7 @@ async def apply_success_claim(
         await review.flag(
             session,
             payment,
-            f"M-PESA reported {paid}, the attempt was for {format_kes(payment.amount_cents)}",
+            f"{AMOUNT_DIFFERS} {paid}, the attempt was for {format_kes(payment.amount_cents)}",
         )
         return
     receipt = callback.receipt_number

@@ -7,28 +7,22 @@ flush; callers commit.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
-from invoiceiq.errors import AppError
-from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import INVOICE_TRANSITIONS, InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.state_machine import TransitionRefused
 from invoiceiq.notifications import service as notifications
-from invoiceiq.payments import messages, repository, review
+from invoiceiq.payments import messages, review
 from invoiceiq.payments.context import business_name, invoice_of
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PAYMENT_TRANSITIONS, PaymentStatus
-
-# `confirmed_by` of a payment an operator found on the M-PESA statement (`payments resolve --paid`).
-BY_HAND = "operator"
 
 
 async def mark_success(
@@ -121,65 +115,4 @@ async def _send_receipt_to_customer(
             link=invoice_link(settings.base_url, invoice),
         ),
         invoice_id=invoice.id,
-    )
-
-
-async def paid_by_hand(
-    session: AsyncSession,
-    settings: Settings,
-    payment_id: uuid.UUID,
-    *,
-    note: str,
-    receipt: str | None,
-) -> Invoice:
-    """An operator found a flagged payment's money on the M-PESA statement: the payment
-    SUCCESS (confirmed by the operator), its invoice PAID, receipts to both sides, the review
-    resolved with `note`. Refused (AppError, nothing written) unless the invoice is still
-    payable with no other attempt open, so no one is charged or told twice."""
-    payment = await repository.get(session, payment_id, lock=True)
-    if payment is None:
-        raise AppError(f"No payment {payment_id}. `invoiceiq payments review` lists flagged ones.")
-    if not payment.needs_review or payment.reviewed_at is not None:
-        raise AppError(
-            f"Payment {payment_id} is not waiting for a review; only a flagged payment can be "
-            "marked paid by hand."
-        )
-    if payment.status is not PaymentStatus.FAILED:
-        raise AppError(_not_failed(payment))
-    if payment.invoice_id is None:
-        raise AppError(
-            f"Payment {payment_id} matches no invoice, so there is none to mark paid. Find the "
-            "invoice by the transaction's AccountReference on the statement and settle it with "
-            "the merchant, then resolve this payment with a note."
-        )
-    invoice = await invoice_repository.lock_for_status_change(session, payment.invoice_id)
-    assert invoice is not None  # a payment's invoice is never deleted (ondelete RESTRICT)
-    if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
-        raise AppError(
-            f"Invoice {invoice.number} is {invoice.status.value.lower()} already: nothing to "
-            "mark paid. If the customer paid twice, refund one payment."
-        )
-    other = await repository.open_attempt(session, invoice.id)
-    if other is not None:
-        raise AppError(
-            f"Invoice {invoice.number} has a payment attempt open ({other.id}): run `invoiceiq "
-            f"payments query {invoice.number}` or wait for it to settle, then run this again."
-        )
-    if receipt is not None and not await review.receipt_is_free(session, payment, receipt):
-        raise AppError(f"Receipt {receipt} belongs to another payment already.")
-    marked = await mark_success(session, settings, payment, confirmed_by=BY_HAND, receipt=receipt)
-    assert marked  # FAILED, locked: the transition cannot be refused
-    await repository.set_values(session, payment.id, reviewed_at=utcnow(), review_note=note)
-    return invoice
-
-
-def _not_failed(payment: Payment) -> str:
-    if payment.status is PaymentStatus.SUCCESS:
-        return (
-            f"Payment {payment.id} is SUCCESS already: M-PESA confirmed it, and its invoice "
-            "was paid then (or it is flagged for another reason; see its reason)."
-        )
-    return (
-        f"Payment {payment.id} is still open: M-PESA may yet settle it. Run `invoiceiq payments "
-        "query` on its invoice, or wait for the reconciler, then run this again."
     )
