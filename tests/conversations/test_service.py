@@ -176,6 +176,42 @@ async def test_edit_one_field_step_by_step_with_back(
     assert invoice.customer_name is None and invoice.amount_cents == 75_000
 
 
+async def test_back_from_a_summary_makes_its_buttons_stale(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    """The old summary shows KSh 1,500 for a logo; its Send must not issue what the merchant
+    typed after going back (KSh 15,000 for a website)."""
+    first = await summary_after(merchant, "0712345678", "skip", "1500", "Logo design")
+    await merchant.only("back")
+    await merchant.only("back")
+    await merchant.only("15000")
+    second = await merchant.only("Website")
+    assert "KSh 15,000" in second.text
+
+    stale = await merchant.tap(first.buttons[0][0])  # Send on the KSh 1,500 summary
+
+    assert texts.FLOW_STALE in stale[0].text
+    assert await invoices(sessions) == []
+    assert kinds(await merchant.tap(second.buttons[0][0])) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    assert invoice.amount_cents == 1_500_000 and invoice.description == "Website"
+
+
+async def test_a_tap_after_send_does_not_say_nothing_was_sent(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    assert kinds(await merchant.tap(summary.buttons[0][0])) == ["confirmation"]
+
+    cancel_after = await merchant.tap(summary.buttons[2][0])  # Cancel, right after Send
+
+    assert "this tap did nothing" in cancel_after[0].text
+    assert "went out" in cancel_after[0].text and "unpaid" in cancel_after[0].text
+    assert "nothing was sent" not in cancel_after[0].text
+    [invoice] = await invoices(sessions)
+    assert invoice.status is not InvoiceStatus.CANCELLED
+
+
 # Same-named customers -------------------------------------------------------------------------
 
 

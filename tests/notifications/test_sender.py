@@ -280,6 +280,28 @@ async def test_template_parameters_go_on_one_line(
         assert entry.status is DeliveryStatus.SENT
 
 
+@pytest.mark.parametrize("status", [InvoiceStatus.CANCELLED, InvoiceStatus.PAID])
+async def test_an_invoice_settled_before_its_message_went_out_is_not_sent(
+    sessions: SessionFactory, database_url: str, status: InvoiceStatus
+) -> None:
+    """Cancelled (or paid) while its message waited in the queue: a Pay button now could only
+    confuse the customer; the merchant, who cancelled it, is not told of a failed delivery."""
+    async with rig(sessions, database_url) as r:
+        invoice = await issue(r)
+        row = await send_row(r, "invoice")
+        async with r.sessions() as session, session.begin():
+            await session.execute(
+                sa.update(Invoice).where(Invoice.id == invoice.id).values(status=status)
+            )
+
+        assert await r.sender(row) is None
+
+        [entry] = await logs(r, "invoice")
+        assert entry.status is DeliveryStatus.FAILED and entry.error_code == "withdrawn"
+        assert r.fake.request_count == 0 and await logs(r, "alert") == []
+        assert (await the_invoice(r)).status is status
+
+
 async def queue(rig: Rig, message: Outbound, *, wrote_ago: timedelta | None) -> ClaimedRow:
     """`message` queued to the customer, who last wrote `wrote_ago` (None: never)."""
     async with rig.sessions() as session, session.begin():

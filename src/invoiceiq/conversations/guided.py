@@ -5,8 +5,8 @@ consecutive messages reach different processes. Every step validates and re-asks
 
 **Edit** on the summary asks which answer to change (`amount`, or `amount 1500` in one go),
 takes the new one and shows the summary again; the other answers are kept. Each summary after
-an edit belongs to a new conversation id, so the buttons of an older summary (showing the old
-answers) are stale and issue nothing.
+an edit, or after `back` from a summary, belongs to a new conversation id, so the buttons of an
+older summary (showing the old answers) are stale and issue nothing.
 """
 
 from __future__ import annotations
@@ -174,9 +174,20 @@ async def _back(session: AsyncSession, settings: Settings, conversation: Convers
         return reply(f"{texts.FLOW_NOTHING_TO_UNDO}\n\n{PROMPTS['phone']}")
     else:
         previous = STEPS[STEPS.index(step) - 1]
-    await repository.save(
-        session, conversation.id, step=previous, data=data, expires_at=_expiry(settings)
-    )
+    if step == "confirm":
+        # Leaving a summary: a new conversation id, so its buttons go stale (the next summary
+        # may show other answers, and the old one's Send must not issue them).
+        conversation = await repository.replace(
+            session,
+            merchant_id=conversation.merchant_id,
+            step=previous,
+            data=data,
+            expires_at=_expiry(settings),
+        )
+    else:
+        await repository.save(
+            session, conversation.id, step=previous, data=data, expires_at=_expiry(settings)
+        )
     if previous == "confirm":
         return summary(conversation.id, data)
     if previous == EDIT_STEP:

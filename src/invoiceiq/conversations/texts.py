@@ -61,7 +61,10 @@ FLOW_ASK_NAME = "The customer's name? (or skip)"
 FLOW_ASK_AMOUNT = "How much, in shillings? (like 1500)"
 FLOW_ASK_DESCRIPTION = "What is it for? (3 to 120 characters, like Logo design)"
 FLOW_CANCELLED = "Cancelled: no invoice was sent."
-FLOW_STALE = "That summary is no longer active, so nothing was sent. Type invoice to start again."
+FLOW_STALE = (
+    "That summary is no longer active, so this tap did nothing. If you tapped Send before, that "
+    "invoice went out: type unpaid to see it. Type invoice to start a new one."
+)
 FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
 FLOW_RESUME = "Back to your new invoice:"
 FLOW_ASK_EDIT = (

@@ -27,6 +27,8 @@ from invoiceiq.whatsapp.errors import TRANSIENT_CODES
 # 131047: more than 24 hours since the customer last wrote: only a template gets through.
 # https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes
 OUTSIDE_WINDOW = "131047"
+# An invoice or reminder not sent at all: its invoice was cancelled or paid while it waited.
+WITHDRAWN = "withdrawn"
 INVOICE_KINDS = {"invoice", "reminder"}
 # Why a message did not reach the customer, in the merchant's words, by provider error code.
 REASONS = {
@@ -35,6 +37,7 @@ REASONS = {
     "131049": "WhatsApp held it back to protect the customer's experience",
     "131050": "the customer has stopped marketing messages",
     "131051": "the message type is not supported",
+    WITHDRAWN: "not sent, since the invoice was cancelled or paid before it went out",
 }
 # A send still failing after every retry (WhatsApp down, or a fault of ours): not the customer.
 UNAVAILABLE = "WhatsApp could not be reached, even after several tries"

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from invoiceiq.invoices.models import Invoice
 from invoiceiq.notifications.models import DeliveryStatus, Direction, MessageLog
 
 # Delivery statuses only move forward: a late "delivered" never replaces "read". `failed` is
@@ -143,6 +144,8 @@ class ToSend:
     request: dict[str, Any] | None
     provider_message_id: str | None
     last_inbound_at: datetime | None
+    # The status of the invoice the message is about (None: about none).
+    invoice_status: str | None = None
 
 
 def _to_send_statement() -> sa.Select[Any]:
@@ -153,7 +156,8 @@ def _to_send_statement() -> sa.Select[Any]:
         .where(inbound.c.phone == c.phone, inbound.c.direction == Direction.INBOUND)
         .scalar_subquery()
     )
-    return sa.select(c.phone, c.request, c.provider_message_id, last_inbound).where(
+    invoice_status = sa.select(Invoice.status).where(Invoice.id == c.invoice_id).scalar_subquery()
+    return sa.select(c.phone, c.request, c.provider_message_id, last_inbound, invoice_status).where(
         c.id == sa.bindparam("log_id")
     )
 

@@ -22,9 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory, single_statement_sessions
 from invoiceiq.db.uow import unit_of_work
+from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.notifications import delivery, repository
 from invoiceiq.notifications import service as notifications
+from invoiceiq.notifications.models import DeliveryStatus
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.whatsapp.client import SentMessage, WhatsAppClient
@@ -32,6 +34,7 @@ from invoiceiq.whatsapp.errors import WhatsAppError
 from invoiceiq.worker import GiveUp, Recorded, RetryLater, finish
 
 log = logging.getLogger(__name__)
+_SETTLED = frozenset({InvoiceStatus.CANCELLED.value, InvoiceStatus.PAID.value})
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Plan:
     # Free-form, outside the recipient's 24-hour window, with no template to send instead:
     # WhatsApp would accept it and then fail it with 131047, so it is not sent at all.
     undeliverable: bool = False
+    # An invoice or reminder whose invoice was cancelled or paid while it waited: its Pay
+    # button could only confuse the customer.
+    withdrawn: bool = False
 
 
 class Sender:
@@ -61,6 +67,9 @@ class Sender:
             plan = await self._plan(log_id, force_template=bool(row.payload.get("as_template")))
             if plan is None:
                 return None  # already sent by an earlier run of this row
+            if plan.withdrawn:
+                await self._withdraw(log_id)
+                return None
             if plan.undeliverable:
                 log.info(
                     "whatsapp message not sent: outside the 24-hour window, no template",
@@ -93,6 +102,13 @@ class Sender:
             return
         await delivery.record_failure(session, self._settings, log_id, code="dead", exhausted=True)
 
+    async def _withdraw(self, log_id: uuid.UUID) -> None:
+        """Not sent, and nobody told: the merchant cancelled the invoice, or it was paid."""
+        async with unit_of_work(self._sessions) as session:
+            await repository.advance_status(
+                session, log_id, DeliveryStatus.FAILED, at=utcnow(), error_code=delivery.WITHDRAWN
+            )
+
     async def _give_up(self, log_id: uuid.UUID, *, code: str, exhausted: bool) -> None:
         """The message will not go: mark it failed (an invoice's merchant hears of it once)."""
         async with unit_of_work(self._sessions) as session:
@@ -123,6 +139,8 @@ class Sender:
         if entry is None or entry.provider_message_id is not None or entry.request is None:
             return None
         message = Outbound.from_json(entry.request)
+        if message.kind in delivery.INVOICE_KINDS and entry.invoice_status in _SETTLED:
+            return Plan(entry.phone, message, as_template=False, withdrawn=True)
         in_window = notifications.in_window(
             entry.last_inbound_at, window_seconds=self._settings.customer_window
         )
