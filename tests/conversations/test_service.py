@@ -486,3 +486,45 @@ async def test_a_run_that_fails_before_its_commit_leaves_the_message_to_the_next
         assert await callbacks.handle_event(session, settings, callbacks.INBOUND_TOPIC, payload)
     assert len(await invoices(sessions)) == 1
     assert kinds(await merchant.replies()) == ["confirmation"]
+
+
+# Renaming under approval -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [MerchantStatus.ACTIVE, MerchantStatus.PENDING_APPROVAL])
+async def test_a_new_name_under_approval_waits_for_approval(
+    sessions: SessionFactory, database_url: str, start: MerchantStatus
+) -> None:
+    """Customers see the name on every invoice: an approved "Mama Mboga" must not send as
+    "KPLC Prepaid" unseen."""
+    async with sessions() as session, session.begin():
+        await factories.merchant(session, phone=MERCHANT, business_name="Mama Mboga", status=start)
+    chat = Chat(sessions, database_url, MERCHANT, {"merchant_signup": "approval"})
+
+    renamed = await chat.only("name KPLC Prepaid")
+    refused = await chat.only("invoice 0712345678 500 Token")
+
+    assert "waiting for approval" in renamed.text and "Type invoice" not in renamed.text
+    assert "waiting for approval" in refused.text
+    async with sessions() as session:
+        owner = await merchant_service.find(session, MERCHANT)
+    assert owner is not None and owner.business_name == "KPLC Prepaid"
+    assert owner.status is MerchantStatus.PENDING_APPROVAL
+    assert await invoices(sessions) == []
+
+
+async def test_the_same_name_again_or_a_rename_in_open_signup_keeps_the_merchant_active(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    async with sessions() as session, session.begin():
+        await factories.merchant(session, phone=MERCHANT, business_name="Mama Mboga")
+    chat = Chat(sessions, database_url, MERCHANT, {"merchant_signup": "approval"})
+
+    same = await chat.only("name Mama Mboga")
+    chat.overrides = {"merchant_signup": "open"}
+    other = await chat.only("name Mama Mboga Fresh")
+
+    assert "Type invoice" in same.text and "Type invoice" in other.text
+    async with sessions() as session:
+        owner = await merchant_service.find(session, MERCHANT)
+    assert owner is not None and owner.status is MerchantStatus.ACTIVE

@@ -163,9 +163,11 @@ async def _run_command(
     if isinstance(command, Unpaid):
         return _reply(await _unpaid_text(session, merchant))
     if isinstance(command, SetName):
-        await merchant_service.set_business_name(
+        named = await merchant_service.set_business_name(
             session, phone=merchant.phone, name=command.name, signup=settings.signup_mode
         )
+        if named.status is MerchantStatus.PENDING_APPROVAL:
+            return _reply(texts.NAME_SET_PENDING.format(name=command.name))
         return _reply(texts.NAME_SET.format(name=command.name))
     if isinstance(command, SetVat):
         await merchant_service.set_vat(session, merchant, enabled=command.enabled)

@@ -24,7 +24,11 @@ async def get(session: AsyncSession, merchant_id: uuid.UUID) -> Merchant | None:
 async def set_business_name(
     session: AsyncSession, *, phone: str, name: str, signup: SignupMode
 ) -> Merchant:
-    """Name the business; the first name creates the merchant (awaiting approval if required)."""
+    """Name the business; the first name creates the merchant (awaiting approval if required).
+
+    Under approval, a new name is approved too: customers see it on every invoice, so an
+    approved "Mama Mboga" must not become "KPLC Prepaid" unseen. An active merchant who renames
+    waits for approval again (a suspended one stays suspended)."""
     status = (
         MerchantStatus.PENDING_APPROVAL if signup is SignupMode.APPROVAL else MerchantStatus.ACTIVE
     )
@@ -34,7 +38,10 @@ async def set_business_name(
     merchant = await repository.get_by_phone(session, phone, lock=True)
     assert merchant is not None  # inserted above or already there
     if merchant.business_name != name:
-        await repository.update(session, merchant.id, business_name=name)
+        values: dict[str, object] = {"business_name": name}
+        if signup is SignupMode.APPROVAL and merchant.status is MerchantStatus.ACTIVE:
+            values["status"] = MerchantStatus.PENDING_APPROVAL
+        await repository.update(session, merchant.id, **values)
     return merchant
 
 
