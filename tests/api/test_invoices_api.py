@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -144,6 +146,12 @@ async def test_a_failed_create_keeps_no_key_and_no_invoice(
         ({"description": "  a  "}, "description", "at least 3 characters"),
         ({"description": "x" * 121}, "description", "at most 120"),
         ({"ammount": 5}, "ammount", "Extra inputs"),
+        # PostgreSQL cannot store NUL; an escape or a bell is nothing a person types.
+        ({"description": "Logo\u0000design"}, "description", "control characters"),
+        ({"description": "Logo \u001b[31mdesign\u0007"}, "description", "control characters"),
+        ({"customer_name": "Jane\u0000"}, "customer_name", "control characters"),
+        # Zero-width characters are not a description anyone can read.
+        ({"description": "\u200b\u200b\u200b\u200b"}, "description", "at least 3 characters"),
     ],
 )
 async def test_invalid_fields_are_422_in_the_error_shape(
@@ -160,6 +168,18 @@ async def test_invalid_fields_are_422_in_the_error_shape(
     assert error["code"] == "validation_error"
     assert fragment in error["fields"][field], error
     assert await count(sessions, Invoice) == 0
+
+
+async def test_text_is_tidied_before_its_length_is_checked(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    _, key = await merchant_with_key(sessions)
+    padded = {"description": "  " + "x" * 120 + "  ", "customer_name": "  Jane \n Wanjiru "}
+    async with in_process(settings) as http:
+        response = await http.post("/api/v1/invoices", json={**BODY, **padded}, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    assert response.json()["description"] == "x" * 120
+    assert response.json()["customer_name"] == "Jane Wanjiru"
 
 
 async def test_without_a_valid_key_nothing_is_answered(
@@ -250,6 +270,13 @@ async def test_list_is_paginated_newest_first_with_a_status_filter(
         bad_cursor = await http.get(
             "/api/v1/invoices", params={"cursor": "not-a-cursor"}, headers=bearer(key)
         )
+        # Well formed, but a time that UTC cannot hold (9999-12-31 in New York is year 10000).
+        forged = f"9999-12-31T23:59:59-05:00|{uuid.uuid4().hex}".encode()
+        edge_of_time = await http.get(
+            "/api/v1/invoices",
+            params={"cursor": base64.urlsafe_b64encode(forged).decode().rstrip("=")},
+            headers=bearer(key),
+        )
         bad_status = await http.get(
             "/api/v1/invoices", params={"status": "LOST"}, headers=bearer(key)
         )
@@ -258,6 +285,7 @@ async def test_list_is_paginated_newest_first_with_a_status_filter(
         number for number, status in reversed(numbers) if status is InvoiceStatus.PAID
     ]
     assert "cursor" in error_of(bad_cursor, 422)["fields"]
+    assert "cursor" in error_of(edge_of_time, 422)["fields"]
     assert "status" in error_of(bad_status, 422)["fields"]
 
 

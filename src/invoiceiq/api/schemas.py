@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -47,6 +48,22 @@ READ_EXAMPLE: dict[str, Any] = {
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _visible_length(text: str) -> int:
+    """Characters a reader sees: not spaces, nor format or control characters (zero-width)."""
+    return sum(1 for char in text if unicodedata.category(char)[0] not in ("C", "Z"))
+
+
+def _tidy_text(value: Any) -> Any:
+    """One line, spaces collapsed, before the length limits apply; control characters (NUL, an
+    escape, a bell) refused: nothing a person types, and PostgreSQL cannot store NUL."""
+    if not isinstance(value, str):
+        return value  # strict validation names the wrong type
+    text = _one_line(value)
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise PydanticCustomError("text", "Remove the control characters (such as NUL).")
+    return text
 
 
 class InvoiceCreate(BaseModel):
@@ -98,22 +115,24 @@ class InvoiceCreate(BaseModel):
         except PhoneError as error:
             raise PydanticCustomError("phone", error.message) from None
 
+    @field_validator("customer_name", "description", mode="before")
+    @classmethod
+    def _tidy(cls, value: Any) -> Any:
+        return _tidy_text(value)
+
     @field_validator("customer_name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return _one_line(value) or None
+        return value if value and _visible_length(value) else None
 
     @field_validator("description")
     @classmethod
     def _description(cls, value: str) -> str:
-        text = _one_line(value)
-        if len(text) < DESCRIPTION_MIN:
+        if _visible_length(value) < DESCRIPTION_MIN:
             raise PydanticCustomError(
                 "description", f"Use at least {DESCRIPTION_MIN} characters, like Logo design."
             )
-        return text
+        return value
 
 
 class InvoiceRead(BaseModel):
@@ -181,8 +200,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         stamp, _, hex_id = raw.partition("|")
         created_at = datetime.fromisoformat(stamp)
         invoice_id = uuid.UUID(hex=hex_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        if created_at.tzinfo is None:
+            raise ValueError("a naive time")
+        # In UTC here: a time at the edge of the calendar in another zone cannot be moved
+        # there later (OverflowError).
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise CursorError("Not a cursor from this API: pass next_cursor as it came.") from None
-    if created_at.tzinfo is None:
-        raise CursorError("Not a cursor from this API: pass next_cursor as it came.")
     return created_at, invoice_id
