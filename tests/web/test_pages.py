@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
+from datetime import datetime, timedelta
 
 import httpx
+import pypdf
 import pytest
 import sqlalchemy as sa
 
@@ -208,6 +211,56 @@ async def test_a_cancelled_invoice_has_no_pay_form(
     async with in_process(settings) as http:
         page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
     assert "cancelled this invoice" in page and 'data-testid="pay-form"' not in page
+
+
+async def flagged_success(
+    sessions: SessionFactory,
+    invoice: Invoice,
+    receipt: str,
+    state: str,
+    *,
+    completed_at: datetime | None = None,
+) -> None:
+    """Money M-PESA confirmed for an invoice no longer payable (`state`: "already paid")."""
+    await add_payment(
+        sessions,
+        invoice,
+        status=PaymentStatus.SUCCESS,
+        receipt_number=receipt,
+        completed_at=completed_at or utcnow(),
+        needs_review=True,
+        review_reason=f"the invoice was {state} when this payment came in",
+    )
+
+
+async def test_a_double_payment_shows_the_receipt_of_the_payment_that_paid(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=utcnow())
+    first, then = utcnow() - timedelta(minutes=5), utcnow()
+    paid = {"status": PaymentStatus.SUCCESS}
+    await add_payment(sessions, invoice, **paid, receipt_number="TKFIRST123", completed_at=first)
+    await flagged_success(sessions, invoice, "TKAGAIN456", "already paid", completed_at=then)
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+    assert "TKFIRST123" in page and "TKAGAIN456" not in page
+
+
+async def test_money_taken_after_the_invoice_was_cancelled_is_shown_not_refused(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """A late success on an invoice cancelled meanwhile: the customer, sent here by their
+    receipt, must not read that the invoice "can't be paid" as if nothing was taken."""
+    invoice = await make_invoice(sessions, status=InvoiceStatus.CANCELLED)
+    await flagged_success(sessions, invoice, "TKLATE7890", "already cancelled")
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+        pdf = await http.get(f"/i/{invoice.public_token}.pdf")
+    assert 'data-testid="paid-after-cancel"' in page and "TKLATE7890" in page
+    assert "do not pay again" in page and "so it can't be paid" not in page
+    assert 'data-testid="pay-form"' not in page
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "TKLATE7890, received after the invoice was cancelled" in " ".join(text.split())
 
 
 async def test_an_open_attempt_makes_the_page_wait_for_it(

@@ -135,6 +135,25 @@ async def test_without_the_csrf_token_nothing_is_started(
     assert await payments(sessions) == []
 
 
+async def test_opening_a_second_invoice_keeps_the_first_forms_cookie(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """Each view sets the same cookie again (Lax, so a link from WhatsApp brings it), lasting as
+    long as the newest form; the first page's form still pays."""
+    first, second = await make_invoice(sessions), await make_invoice(sessions)
+    async with in_process(settings) as http:
+        field = await open_form(http, first)
+        cookie = http.cookies[csrf.COOKIE]
+        again = await http.get(f"/i/{second.public_token}", headers=HTML)
+        started = await pay(http, first, field)
+
+    set_again = again.headers["set-cookie"]
+    assert f"{csrf.COOKIE}={cookie}" in set_again
+    assert "samesite=lax" in set_again.lower() and f"max-age={csrf.MAX_AGE}" in set_again.lower()
+    assert started.status_code == 202 and started.json()["outcome"] == "started", started.text
+    assert len(await payments(sessions)) == 1
+
+
 def test_csrf_tokens_expire_and_are_bound_to_cookie_and_invoice() -> None:
     secret = csrf.secret_for(make_settings())
     cookie = csrf.new_cookie()

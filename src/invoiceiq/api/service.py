@@ -127,7 +127,7 @@ async def finish_idempotent(
 async def invoice_read(session: AsyncSession, settings: Settings, invoice: Invoice) -> InvoiceRead:
     receipt = None
     if invoice.status is InvoiceStatus.PAID:
-        paid = await payment_service.latest_success(session, invoice.id)
+        paid = await payment_service.first_success(session, invoice.id)
         receipt = paid.receipt_number if paid else None
     link = invoice_link(settings.base_url, invoice)
     return InvoiceRead(

@@ -273,7 +273,7 @@ async def _invoice_action(
 async def _status_text(session: AsyncSession, settings: Settings, invoice: Invoice) -> str:
     receipt = None
     if invoice.status is InvoiceStatus.PAID:
-        payment = await payment_service.latest_success(session, invoice.id)
+        payment = await payment_service.first_success(session, invoice.id)
         receipt = payment.receipt_number if payment else None
     entry = await notifications.invoice_delivery(session, invoice.id)
     return invoice_messages.status_detail(

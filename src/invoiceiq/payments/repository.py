@@ -127,11 +127,13 @@ async def last_attempt_at(
     )
 
 
-async def latest_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
+async def first_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
+    """The payment that paid the invoice: the first success (any later one is a double
+    payment, flagged for review); on a cancelled invoice, the first money that came anyway."""
     return await session.scalar(
         sa.select(Payment)
         .where(Payment.invoice_id == invoice_id, Payment.status == PaymentStatus.SUCCESS)
-        .order_by(Payment.completed_at.desc())
+        .order_by(Payment.completed_at, Payment.id)
         .limit(1)
     )
 

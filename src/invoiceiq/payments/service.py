@@ -56,8 +56,8 @@ async def has_open_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> bool
     return await repository.open_attempt(session, invoice_id) is not None
 
 
-async def latest_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
-    return await repository.latest_success(session, invoice_id)
+async def first_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
+    return await repository.first_success(session, invoice_id)
 
 
 async def latest_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
@@ -92,7 +92,7 @@ async def start_payment(
     assert held is not None  # invoices are never deleted
     invoice = held
     if invoice.status is InvoiceStatus.PAID:
-        paid = await repository.latest_success(session, invoice.id)
+        paid = await repository.first_success(session, invoice.id)
         return StartResult("paid", paid, receipt=paid.receipt_number if paid else None)
     if invoice.status is InvoiceStatus.CANCELLED:
         return StartResult("cancelled")

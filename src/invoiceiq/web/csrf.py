@@ -1,11 +1,13 @@
 """CSRF protection of the pay form: a signed double-submit token.
 
-Choice: the page sets a random cookie (`HttpOnly`, `SameSite=Strict`, path /i/) and puts
+Choice: the page sets a random cookie (`HttpOnly`, `SameSite=Lax`, path /i/) and puts
 `<issued at>.<HMAC(secret, cookie | public token | issued at)>` in the form. A POST is accepted
 only with both, matching, and younger than MAX_AGE. A page on another site can make a browser
 submit the form, but it can neither read our page (to copy the field) nor set our cookie, and a
-strict SameSite cookie is not even sent with a cross-site POST. The HMAC binds the field to this
-browser's cookie and this invoice, so a field copied from another browser or invoice fails.
+Lax SameSite cookie is not even sent with a cross-site POST (it is with a link followed from
+WhatsApp, so opening a second invoice keeps the first one's form valid). The HMAC binds the
+field to this browser's cookie and this invoice, so a field copied from another browser or
+invoice fails.
 
 The secret is derived from the WhatsApp webhook secret and the M-PESA callback secret, which
 every deployment already has and production refuses to run with as placeholders: no new setting,

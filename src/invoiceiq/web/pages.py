@@ -81,6 +81,7 @@ async def invoice_pdf(token: str, session: SessionDep, settings: SettingsDep) ->
         paid=invoice.status is InvoiceStatus.PAID,
         paid_at=paid_at,
         receipt=page.receipt,
+        paid_after_cancel=page.paid_after_cancel,
         link=invoice_link(settings.base_url, invoice) if page.payable else None,
     )
     data = await asyncio.to_thread(build_pdf, content)
@@ -107,21 +108,23 @@ async def invoice_page(
 ) -> Response:
     page = await _load(session, token)
     cookie = request.cookies.get(csrf.COOKIE)
-    fresh = not csrf.valid_cookie(cookie)
-    if cookie is None or fresh:
+    if cookie is None or not csrf.valid_cookie(cookie):
         cookie = csrf.new_cookie()
     field = csrf.issue(csrf.secret_for(settings), cookie=cookie, token=token)
     response = render("invoice.html", _page_context(page, settings, token=token, csrf=field))
-    if fresh:
-        response.set_cookie(
-            csrf.COOKIE,
-            cookie,
-            max_age=csrf.MAX_AGE,
-            path="/i/",
-            secure=settings.base_url.startswith("https://"),
-            httponly=True,
-            samesite="strict",
-        )
+    # Set again on every view, so it lasts as long as the newest form it signs. Lax, not
+    # Strict: a link tapped in WhatsApp is a cross-site navigation, and without the cookie this
+    # view would replace it and break the forms of pages already open. Lax still keeps it off
+    # cross-site POSTs.
+    response.set_cookie(
+        csrf.COOKIE,
+        cookie,
+        max_age=csrf.MAX_AGE,
+        path="/i/",
+        secure=settings.base_url.startswith("https://"),
+        httponly=True,
+        samesite="lax",
+    )
     return response
 
 
@@ -149,6 +152,7 @@ def _page_context(
         "paid_at": paid_at,
         "receipt": page.receipt,
         "cancelled": invoice.status is InvoiceStatus.CANCELLED,
+        "paid_after_cancel": page.paid_after_cancel,
         "payable": page.payable,
         "masked_phone": mask_msisdn(invoice.customer_phone),
         "csrf": csrf,

@@ -35,6 +35,7 @@ class PdfContent:
     paid_at: str | None
     receipt: str | None
     link: str | None
+    paid_after_cancel: bool = False
 
 
 class _Document(FPDF):
@@ -86,6 +87,9 @@ def build_pdf(content: PdfContent) -> bytes:
         _row(pdf, "M-PESA receipt", content.receipt or "confirmed by M-PESA")
         if content.paid_at:
             _row(pdf, "Paid", content.paid_at)
+    elif content.paid_after_cancel:
+        receipt = content.receipt or "confirmed by M-PESA"
+        _row(pdf, "M-PESA receipt", f"{receipt}, received after the invoice was cancelled")
     elif content.link:
         pdf.ln(4)
         pdf.set_font(FAMILY, size=10)

@@ -54,6 +54,8 @@ class InvoicePage:
     business_name: str
     latest: Payment | None
     receipt: str | None
+    # Money M-PESA took after the invoice was cancelled (flagged; the merchant was told).
+    paid_after_cancel: bool = False
 
     @property
     def payable(self) -> bool:
@@ -66,12 +68,13 @@ async def load(session: AsyncSession, token: str) -> InvoicePage:
         raise LinkNotFound()
     merchant = await merchant_service.get(session, invoice.merchant_id)
     latest = await payment_service.latest_attempt(session, invoice.id)
-    receipt = None
-    if invoice.status is InvoiceStatus.PAID:
-        paid = await payment_service.latest_success(session, invoice.id)
-        receipt = paid.receipt_number if paid else None
+    paid = None
+    if invoice.status in (InvoiceStatus.PAID, InvoiceStatus.CANCELLED):
+        paid = await payment_service.first_success(session, invoice.id)
+    receipt = paid.receipt_number if paid else None
     business = (merchant.business_name if merchant else None) or "The business"
-    return InvoicePage(invoice, business, latest, receipt)
+    after_cancel = paid is not None and invoice.status is InvoiceStatus.CANCELLED
+    return InvoicePage(invoice, business, latest, receipt, paid_after_cancel=after_cancel)
 
 
 # Limits ---------------------------------------------------------------------------------------
