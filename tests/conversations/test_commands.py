@@ -38,6 +38,11 @@ def parse(text: str) -> object:
         ("status inv7k3qx9a", InvoiceAction("status", "INV7K3QX9A")),
         ("CANCEL   INV7K3QX9A", InvoiceAction("cancel", "INV7K3QX9A")),
         ("remind INV7K3QX9A", InvoiceAction("remind", "INV7K3QX9A")),
+        # Crockford base32 has no O, I or L: read as the digits they look like.
+        ("status INV7K3QXOA", InvoiceAction("status", "INV7K3QX0A")),
+        ("status invik3lxoa", InvoiceAction("status", "INV1K31X0A")),
+        ("cancel INV7K3QX9A.", InvoiceAction("cancel", "INV7K3QX9A")),
+        ("remind *INV7K3QX9A*", InvoiceAction("remind", "INV7K3QX9A")),
         ("name  Wanjiku   Designs ", SetName("Wanjiku Designs")),
         ("vat ON", SetVat(True)),
         ("vat off", SetVat(False)),

@@ -263,11 +263,15 @@ async def test_many_same_named_customers_ask_for_the_phone(
 # Mid-flow commands ----------------------------------------------------------------------------
 
 
+async def at_the_name_step(merchant: Chat) -> None:
+    await merchant.only("invoice")
+    await merchant.only("0712345678")
+
+
 async def test_a_command_mid_flow_is_answered_then_the_question_is_asked_again(
     merchant: Chat, sessions: SessionFactory
 ) -> None:
-    await merchant.only("invoice")
-    await merchant.only("0712345678")
+    await at_the_name_step(merchant)
     answer = await merchant.only("unpaid")
     assert texts.NO_UNPAID in answer.text and texts.FLOW_ASK_NAME in answer.text
     assert texts.FLOW_ASK_AMOUNT in (await merchant.only("skip")).text
@@ -395,6 +399,50 @@ async def test_a_message_that_only_mentions_stop_is_not_an_opt_out(
     replies = await customer.say(text)
     assert texts.STOPPED not in [r.text for r in replies]
     assert any(r.buttons for r in replies)  # the unpaid invoice again, with its Pay button
+
+
+async def test_a_merchant_who_is_also_a_customer_can_stop_and_start(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    """Another merchant invoices this one: their STOP is a customer's STOP (no merchant command
+    is called stop), and START undoes it."""
+    async with sessions() as session, session.begin():
+        await merchant_service.set_business_name(
+            session, phone=CUSTOMER, name="Jane's Salon", signup=SignupMode.OPEN
+        )
+    customer = await invoiced_customer(merchant, sessions, database_url)
+
+    assert (await customer.only("STOP")).text == texts.STOPPED
+    assert "STOP" in (await merchant.only("invoice 0712345678 300 Bread")).text
+    assert (await customer.only("start")).text == texts.STARTED
+    assert kinds(await merchant.say("invoice 0712345678 300 Bread")) == ["confirmation"]
+
+
+async def test_vat_mid_flow_is_a_command_not_a_description(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await merchant.only("invoice")
+    await merchant.only("0712345678")
+    await merchant.only("skip")
+    await merchant.only("500")
+
+    answer = await merchant.only("vat on")
+
+    assert "VAT is on" in answer.text and texts.FLOW_ASK_DESCRIPTION in answer.text
+    summary = await merchant.only("Cake")
+    assert "Cake" in summary.text and "vat on" not in summary.text
+
+
+async def test_a_mistyped_one_line_invoice_mid_flow_is_explained_not_taken_as_a_name(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await at_the_name_step(merchant)
+
+    answer = await merchant.only("invoice 0712345678 1 500 Cake")
+
+    assert "KSh 1 or KSh 1,500" in answer.text and texts.FLOW_ASK_NAME in answer.text
+    summary_next = await merchant.only("Jane")  # still at the name step
+    assert texts.FLOW_ASK_AMOUNT in summary_next.text
 
 
 async def test_a_suspended_merchant_can_look_but_not_remind(

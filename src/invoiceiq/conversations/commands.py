@@ -23,6 +23,8 @@ _PHONE_LIKE = re.compile(r"^\+?[0-9][0-9()\-.]*$")
 _SHORT_AMOUNT = re.compile(r"(?:KES|KSHS?|SHS?)?\.?(?P<digits>[0-9]{1,3}),?", re.IGNORECASE)
 _THOUSANDS_GROUP = re.compile(r"[0-9]{3}(?![0-9])")
 _INVOICE_NUMBER = re.compile(r"^INV[0-9A-Z]{7}$")
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_NUMBER_PUNCTUATION = ".,;:!?()[]\"'*_"
 
 
 class CommandError(ValueError):
@@ -194,7 +196,12 @@ def parse_business_name(text: str) -> str:
 
 
 def parse_invoice_number(tokens: list[str]) -> str:
-    number = "".join(tokens).upper()
+    """As typed, forgiving what a person does: punctuation around it (`INV7K3QX9A.`), and the
+    letters Crockford base32 leaves out read as the digits they look like (O as 0, I and L
+    as 1), so `INV7K3QXOA` finds INV7K3QX0A."""
+    number = "".join(tokens).upper().strip(_NUMBER_PUNCTUATION)
+    if number.startswith("INV"):
+        number = "INV" + number[3:].translate(_LOOK_ALIKES)
     if not _INVOICE_NUMBER.match(number):
         raise CommandError("Type the invoice number as it appears on the invoice, like INV7K3QX9A.")
     return number

@@ -41,7 +41,10 @@ PAY_PREFIX = "pay:"
 # Same-named customers offered as buttons; more than this and the merchant types the phone.
 MAX_PICK = 3
 # Commands that interrupt a guided flow; anything else typed mid-flow is an answer.
-MID_FLOW_COMMANDS = (Help, Unpaid, InvoiceAction, StartGuided, OneLineInvoice)
+MID_FLOW_COMMANDS = (Help, Unpaid, InvoiceAction, StartGuided, OneLineInvoice, SetVat)
+# Steps where an answer never starts with "invoice": a one-line invoice typed there with a
+# mistake gets the mistake explained, not taken as a customer's name or an amount.
+_NO_INVOICE_ANSWERS = ("name", "amount")
 
 
 async def handle_message(
@@ -80,13 +83,20 @@ async def _from_merchant(
     if message.kind != "text" or not message.text:
         return _reply(texts.NOT_UNDERSTOOD)
     conversation, notices = await _live_conversation(session, settings, merchant)
+    if conversation is None:
+        opted = await _customer_opt_out_or_in(session, message.phone, message.text)
+        if opted is not None:
+            return [*notices, *opted]
+    refused: CommandError | None = None
     try:
         command: Command | None = parse_command(message.text, max_amount=settings.mpesa_max_amount)
     except CommandError as error:
         if conversation is None:
             return [*notices, guided.reply(error.message)]
-        command = None
+        command, refused = None, error
     if conversation is not None:
+        if refused is not None and _mistyped_invoice(conversation, message.text):
+            return _then(_reply(refused.message), guided.resume(conversation))
         return await _in_flow(session, settings, merchant, conversation, command, message.text)
     if notices and not isinstance(command, (*MID_FLOW_COMMANDS, SetName, SetVat)):
         return notices  # an answer to a flow that expired: the notice says to start again
@@ -131,6 +141,11 @@ async def _in_flow(
     # help, unpaid, status…: answered, then the flow asks its question again
     answers = await _run_safely(session, settings, merchant, command)
     return _then(answers, guided.resume(conversation))
+
+
+def _mistyped_invoice(conversation: Conversation, text: str) -> bool:
+    first = text.strip().split(maxsplit=1)[0].lower() if text.strip() else ""
+    return first == "invoice" and conversation.step in _NO_INVOICE_ANSWERS
 
 
 def _then(answers: list[Outbound], question: Outbound) -> list[Outbound]:
@@ -344,6 +359,21 @@ def _bare_words(lowered: str) -> list[str]:
     return [w for w in words if w]
 
 
+async def _customer_opt_out_or_in(
+    session: AsyncSession, phone: str, text: str
+) -> list[Outbound] | None:
+    """STOP or START from a merchant who is also someone's customer (no merchant command is
+    either): their invoices from others stop or start again. None for anything else."""
+    words = _bare_words(text.strip().lower())
+    if _asks_to_stop(words):
+        stopped = await customer_service.opt_out(session, phone)
+        return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
+    if words == ["start"]:
+        await customer_service.opt_in(session, phone)
+        return _reply(texts.STARTED)
+    return None
+
+
 def _asks_to_stop(words: list[str]) -> bool:
     short = 0 < len(words) <= OPT_OUT_MAX_WORDS
     return short and (words[0] in OPT_OUT_WORDS or words[-1] in OPT_OUT_WORDS)
@@ -366,13 +396,9 @@ async def _from_someone_else(
         if merchant.status is MerchantStatus.PENDING_APPROVAL:
             return _reply(texts.NAME_SET_PENDING.format(name=command.name))
         return _reply(texts.NAME_SET.format(name=command.name))
-    words = _bare_words(word)
-    if _asks_to_stop(words):
-        stopped = await customer_service.opt_out(session, message.phone)
-        return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
-    if words == ["start"]:
-        await customer_service.opt_in(session, message.phone)
-        return _reply(texts.STARTED)
+    opted = await _customer_opt_out_or_in(session, message.phone, text)
+    if opted is not None:
+        return opted
     invoices = await invoice_service.unpaid_for_customer(session, message.phone, limit=3)
     if not invoices:
         return _reply(texts.WELCOME)
