@@ -128,6 +128,15 @@ def render_http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if any(item.get("type") == "json_invalid" for item in exc.errors()):
+        # Not a field that is wrong: the body is not JSON at all (as /docs says, a 400).
+        return _render(
+            request,
+            status_code=400,
+            code="bad_request",
+            message="The request body is not valid JSON.",
+            error_id=new_error_id(),
+        )
     fields: dict[str, Any] = {}
     for item in exc.errors():
         location = [str(part) for part in item.get("loc", ()) if part not in _LOCATIONS]

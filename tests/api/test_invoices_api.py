@@ -170,6 +170,18 @@ async def test_invalid_fields_are_422_in_the_error_shape(
     assert await count(sessions, Invoice) == 0
 
 
+async def test_a_body_that_is_not_json_is_a_400_as_documented(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    _, key = await merchant_with_key(sessions)
+    headers = {**bearer(key), "Content-Type": "application/json"}
+    async with in_process(settings) as http:
+        response = await http.post("/api/v1/invoices", content=b"{not json", headers=headers)
+    error = error_of(response, 400)
+    assert error["code"] == "bad_request" and "not valid JSON" in error["message"]
+    assert await count(sessions, Invoice) == 0
+
+
 async def test_text_is_tidied_before_its_length_is_checked(
     settings: Settings, sessions: SessionFactory
 ) -> None:
@@ -277,6 +289,9 @@ async def test_list_is_paginated_newest_first_with_a_status_filter(
             params={"cursor": base64.urlsafe_b64encode(forged).decode().rstrip("=")},
             headers=bearer(key),
         )
+        blank = await http.get(
+            "/api/v1/invoices", params={"status": "", "cursor": ""}, headers=bearer(key)
+        )
         bad_status = await http.get(
             "/api/v1/invoices", params={"status": "LOST"}, headers=bearer(key)
         )
@@ -286,6 +301,7 @@ async def test_list_is_paginated_newest_first_with_a_status_filter(
     ]
     assert "cursor" in error_of(bad_cursor, 422)["fields"]
     assert "cursor" in error_of(edge_of_time, 422)["fields"]
+    assert blank.status_code == 200 and len(blank.json()["items"]) == min(len(numbers), 20)
     assert "status" in error_of(bad_status, 422)["fields"]
 
 

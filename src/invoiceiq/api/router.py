@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Header, Path, Query
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator
 
 from invoiceiq.api import service as api_service
 from invoiceiq.api.auth import CurrentMerchant
@@ -75,12 +76,21 @@ async def create_invoice(
     return JSONResponse(result.body, status_code=result.status, headers=headers)
 
 
+def _blank_is_none(value: Any) -> Any:
+    """`?status=` as a form or a URL template leaves it: no filter, not an error."""
+    return None if value == "" else value
+
+
 @router.get("/invoices", summary="List invoices, newest first")
 async def list_invoices(
     merchant: CurrentMerchant,
     session: SessionDep,
     settings: SettingsDep,
-    status: Annotated[InvoiceStatus | None, Query(description="Only this status.")] = None,
+    status: Annotated[
+        InvoiceStatus | None,
+        BeforeValidator(_blank_is_none),
+        Query(description="Only this status (empty: any)."),
+    ] = None,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
     ] = None,
