@@ -23,7 +23,12 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "color_message",
 }
 # httpx logs every outbound URL at INFO; provider URLs may carry tokens and phone numbers.
-QUIET_LOGGERS = {"httpx": logging.WARNING, "httpcore": logging.WARNING}
+# fontTools logs a dozen lines per PDF at INFO ("glyf pruned"): chatter.
+QUIET_LOGGERS = {
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "fontTools": logging.WARNING,
+}
 # How deep `extra` values (dicts, lists) are searched for phone numbers.
 _MAX_DEPTH = 6
 
