@@ -212,6 +212,22 @@ async def test_a_tap_after_send_does_not_say_nothing_was_sent(
     assert invoice.status is not InvoiceStatus.CANCELLED
 
 
+async def test_a_skipped_name_shows_the_saved_name_the_invoice_will_carry(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await saved_customers(sessions, "Jane", [CUSTOMER])
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    assert "Jane (2547•••••678)" in summary.text
+
+    # Another number typed in an edit: that number's saved name, here none.
+    await merchant.tap(summary.buttons[1][0])
+    other = await merchant.only("phone 0798765432")
+    assert "Jane" not in other.text and "2547•••••432" in other.text
+    await merchant.tap(other.buttons[0][0])
+    [invoice] = await invoices(sessions)
+    assert invoice.customer_name is None and invoice.customer_phone == "254798765432"
+
+
 # Same-named customers -------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from invoiceiq.conversations.commands import (
     parse_phone,
 )
 from invoiceiq.conversations.models import Conversation
+from invoiceiq.customers import service as customer_service
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import mask_msisdn
@@ -86,6 +87,7 @@ async def answer(
         _apply(step, text, data, settings)
     except CommandError as error:
         return reply(f"{error.message}\n\n{PROMPTS[step]}")
+    await _note_saved_name(session, conversation, step, data)
     editing = bool(data.pop("editing", False))
     next_step = "confirm" if editing else STEPS[STEPS.index(step) + 1]
     await repository.save(
@@ -106,6 +108,17 @@ def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> No
         data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
     else:
         data["description"] = parse_description(text)
+
+
+async def _note_saved_name(
+    session: AsyncSession, conversation: Conversation, field: str, data: dict[str, Any]
+) -> None:
+    """After a phone answer: the name the merchant saved for it, which the invoice carries when
+    no name is typed, so the summary shows it too."""
+    if field == "phone":
+        data["saved_name"] = await customer_service.saved_name(
+            session, merchant_id=conversation.merchant_id, phone=data["phone"]
+        )
 
 
 async def edit(session: AsyncSession, settings: Settings, conversation: Conversation) -> Outbound:
@@ -134,6 +147,7 @@ async def _choose_edit(
             _apply(field, value, data, settings)
         except CommandError as error:
             return reply(f"{error.message}\n\n{texts.FLOW_ASK_EDIT}")
+        await _note_saved_name(session, conversation, field, data)
         await repository.save(
             session, conversation.id, step="confirm", data=data, expires_at=_expiry(settings)
         )
@@ -262,8 +276,9 @@ def parse_button(button_id: str) -> Tapped | None:
 
 def summary(conversation_id: Any, data: dict[str, Any]) -> Outbound:
     customer = mask_msisdn(data["phone"])
-    if data.get("name"):
-        customer = f"{data['name']} ({customer})"
+    name = data.get("name") or data.get("saved_name")
+    if name:
+        customer = f"{name} ({customer})"
     text = texts.FLOW_SUMMARY.format(
         customer=customer, amount=format_kes(data["amount_cents"]), description=data["description"]
     )

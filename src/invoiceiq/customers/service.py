@@ -31,6 +31,12 @@ async def find_by_name(
     return await repository.find_by_name(session, merchant_id=merchant_id, name=name)
 
 
+async def saved_name(session: AsyncSession, *, merchant_id: uuid.UUID, phone: str) -> str | None:
+    """The name this merchant saved for `phone`, which an invoice without a name gets."""
+    customer = await repository.get(session, merchant_id=merchant_id, phone=phone)
+    return customer.name if customer else None
+
+
 async def record_inbound(session: AsyncSession, phone: str) -> None:
     """Keep "last wrote to the business" on the phone's address-book entries."""
     await repository.touch_inbound(session, phone, utcnow())
