@@ -128,17 +128,12 @@ def render_http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if any(item.get("type") == "json_invalid" for item in exc.errors()):
-        # Not a field that is wrong: the body is not JSON at all (as /docs says, a 400).
-        return _render(
-            request,
-            status_code=400,
-            code="bad_request",
-            message="The request body is not valid JSON.",
-            error_id=new_error_id(),
-        )
     fields: dict[str, Any] = {}
     for item in exc.errors():
+        if item.get("type") == "json_invalid":
+            # Not a field: the body is not JSON at all (pydantic names the offset, "1").
+            fields["body"] = "The request body is not valid JSON."
+            continue
         location = [str(part) for part in item.get("loc", ()) if part not in _LOCATIONS]
         fields[".".join(location) or "request"] = item.get("msg", "invalid")
     return _render(

@@ -150,6 +150,7 @@ async def test_a_failed_create_keeps_no_key_and_no_invoice(
         ({"description": "Logo\u0000design"}, "description", "control characters"),
         ({"description": "Logo \u001b[31mdesign\u0007"}, "description", "control characters"),
         ({"customer_name": "Jane\u0000"}, "customer_name", "control characters"),
+        ({"description": "Logo \u202edesign"}, "description", "text-direction"),
         # Zero-width characters are not a description anyone can read.
         ({"description": "\u200b\u200b\u200b\u200b"}, "description", "at least 3 characters"),
     ],
@@ -170,15 +171,15 @@ async def test_invalid_fields_are_422_in_the_error_shape(
     assert await count(sessions, Invoice) == 0
 
 
-async def test_a_body_that_is_not_json_is_a_400_as_documented(
+async def test_a_body_that_is_not_json_says_so(
     settings: Settings, sessions: SessionFactory
 ) -> None:
     _, key = await merchant_with_key(sessions)
     headers = {**bearer(key), "Content-Type": "application/json"}
     async with in_process(settings) as http:
         response = await http.post("/api/v1/invoices", content=b"{not json", headers=headers)
-    error = error_of(response, 400)
-    assert error["code"] == "bad_request" and "not valid JSON" in error["message"]
+    error = error_of(response, 422)
+    assert error["fields"] == {"body": "The request body is not valid JSON."}
     assert await count(sessions, Invoice) == 0
 
 

@@ -20,7 +20,7 @@ from invoiceiq.invoices.states import InvoiceStatus
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
-        400: "The request body could not be read (not UTF-8 JSON).",
+        400: "The request body could not be read (not UTF-8).",
         401: "No valid API key.",
         403: "This merchant may not send invoices (suspended, awaiting approval, or unnamed).",
         404: "No such invoice for this merchant (another merchant's invoice is not found either).",

@@ -55,6 +55,11 @@ def _visible_length(text: str) -> int:
     return sum(1 for char in text if unicodedata.category(char)[0] not in ("C", "Z"))
 
 
+# Bidirectional embeddings, overrides and isolates (U+202A-202E, U+2066-2069): they reorder
+# what is shown, so "Logo design 1500" could read as something else on the invoice.
+_DIRECTION_OVERRIDES = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
 def _tidy_text(value: Any) -> Any:
     """One line, spaces collapsed, before the length limits apply; control characters (NUL, an
     escape, a bell) refused: nothing a person types, and PostgreSQL cannot store NUL."""
@@ -63,6 +68,10 @@ def _tidy_text(value: Any) -> Any:
     text = _one_line(value)
     if any(unicodedata.category(char) == "Cc" for char in text):
         raise PydanticCustomError("text", "Remove the control characters (such as NUL).")
+    if any(char in _DIRECTION_OVERRIDES for char in text):
+        raise PydanticCustomError(
+            "text", "Remove the text-direction characters: they can make text read otherwise."
+        )
     return text
 
 
