@@ -39,7 +39,7 @@ async def test_one_line_invoice_reaches_customer_and_merchant(database_url: str)
     [invoice] = await rows(database_url, Invoice)
     assert invoice.status is InvoiceStatus.SENT
     assert invoice.amount_cents == 150_000 and invoice.description == "Logo design"
-    assert invoice.vat_cents == 150_000 * 16 // 116
+    assert invoice.vat_cents == 150_000 * 16 // 116 and invoice.vat_percent == 16
     # The customer never wrote: outside the window, so the approved template with its Pay button.
     assert invoice_message["template"]["name"] == "invoice_new"
     for field in ("Wanjiku Designs", invoice.number, "KSh 1,500", "Logo design"):

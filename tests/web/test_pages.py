@@ -90,6 +90,23 @@ async def test_the_page_shows_the_invoice_phone_first(
     assert "style=" not in page
 
 
+async def test_the_vat_rate_shown_is_the_one_the_invoice_was_issued_at(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """A tax document: VAT_PERCENT changed to 14 since, the invoice still says 16 %."""
+    invoice = await make_invoice(sessions, amount_cents=150_000, vat_cents=20_689, vat_percent=16)
+    before = await make_invoice(sessions, amount_cents=150_000, vat_cents=20_689)
+    now_14 = settings.model_copy(update={"vat_percent": 14})
+    async with in_process(now_14) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+        pdf = await http.get(f"/i/{invoice.public_token}.pdf")
+        older = html(await http.get(f"/i/{before.public_token}", headers=HTML))
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Includes VAT (16%)" in page and "(14%)" not in page
+    assert "(16%)" in " ".join(text.split())
+    assert "Includes VAT (14%)" in older  # issued before the rate was kept: today's rate
+
+
 async def test_markup_a_merchant_or_customer_typed_is_shown_as_text(
     settings: Settings, sessions: SessionFactory
 ) -> None:
@@ -244,6 +261,27 @@ async def test_a_double_payment_shows_the_receipt_of_the_payment_that_paid(
     async with in_process(settings) as http:
         page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
     assert "TKFIRST123" in page and "TKAGAIN456" not in page
+
+
+async def test_the_receipt_shown_is_the_one_that_marked_the_invoice_paid(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """Two successes applied at once: the one stamped earlier lost the race and was flagged;
+    the invoice's paid_at is the winner's completion time."""
+    won_at = utcnow()
+    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=won_at)
+    earlier = won_at - timedelta(milliseconds=5)
+    await flagged_success(sessions, invoice, "TKLOST0001", "already paid", completed_at=earlier)
+    await add_payment(
+        sessions,
+        invoice,
+        status=PaymentStatus.SUCCESS,
+        receipt_number="TKWON00002",
+        completed_at=won_at,
+    )
+    async with in_process(settings) as http:
+        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
+    assert "TKWON00002" in page and "TKLOST0001" not in page
 
 
 async def test_money_taken_after_the_invoice_was_cancelled_is_shown_not_refused(

@@ -22,10 +22,17 @@ def invoice_link(base_url: str, invoice: Invoice) -> str:
     return f"{base_url}/i/{invoice.public_token}"
 
 
+def vat_rate(invoice: Invoice, current: int) -> int:
+    """The VAT rate the invoice was issued at; `current` (VAT_PERCENT) for one issued before
+    the rate was kept with it."""
+    return invoice.vat_percent if invoice.vat_percent is not None else current
+
+
 def _vat_line(invoice: Invoice, vat_percent: int) -> str:
     if not invoice.vat_cents:
         return ""
-    return f"\nIncludes VAT ({vat_percent}%): {format_kes(invoice.vat_cents)}"
+    rate = vat_rate(invoice, vat_percent)
+    return f"\nIncludes VAT ({rate}%): {format_kes(invoice.vat_cents)}"
 
 
 def invoice_for_customer(

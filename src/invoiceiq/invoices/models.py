@@ -33,6 +33,8 @@ class Invoice(IdMixin, TimestampMixin, Base):
     customer_name: Mapped[str | None] = mapped_column(sa.String(80))
     amount_cents: Mapped[int] = mapped_column(sa.BigInteger)
     vat_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # The rate `vat_cents` was charged at (VAT_PERCENT then); null before it was kept.
+    vat_percent: Mapped[int | None] = mapped_column(sa.SmallInteger)
     description: Mapped[str] = mapped_column(sa.String(120))
     status: Mapped[InvoiceStatus] = mapped_column(
         str_enum(InvoiceStatus, 16), default=InvoiceStatus.PENDING

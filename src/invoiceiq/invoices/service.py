@@ -57,6 +57,7 @@ async def issue_invoice(
             "vat_cents": vat_cents(amount_cents, settings.vat_percent)
             if merchant.vat_enabled
             else 0,
+            "vat_percent": settings.vat_percent if merchant.vat_enabled else None,
             "description": description,
             "status": InvoiceStatus.PENDING,
         },

@@ -128,12 +128,15 @@ async def last_attempt_at(
 
 
 async def first_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
-    """The payment that paid the invoice: the first success (any later one is a double
-    payment, flagged for review); on a cancelled invoice, the first money that came anyway."""
+    """The payment that paid the invoice: the one completed when it was marked paid (the two
+    times are one value), else the first success (any later one is a double payment, flagged
+    for review); on a cancelled invoice, the first money that came anyway."""
+    paid_it = sa.case((Payment.completed_at == Invoice.paid_at, 0), else_=1)
     return await session.scalar(
         sa.select(Payment)
+        .join(Invoice, Invoice.id == Payment.invoice_id)
         .where(Payment.invoice_id == invoice_id, Payment.status == PaymentStatus.SUCCESS)
-        .order_by(Payment.completed_at, Payment.id)
+        .order_by(paid_it, Payment.completed_at, Payment.id)
         .limit(1)
     )
 

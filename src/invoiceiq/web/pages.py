@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from invoiceiq.config import Settings
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.deps import SessionDep, SettingsDep, get_session_factory
-from invoiceiq.invoices.messages import invoice_link
+from invoiceiq.invoices.messages import invoice_link, vat_rate
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
@@ -59,7 +59,8 @@ def _stamp(page: InvoicePage) -> tuple[str, str | None]:
 def _vat_line(page: InvoicePage, settings: Settings) -> str | None:
     if not page.invoice.vat_cents:
         return None
-    return f"{format_kes(page.invoice.vat_cents)} included ({settings.vat_percent}%)"
+    rate = vat_rate(page.invoice, settings.vat_percent)
+    return f"{format_kes(page.invoice.vat_cents)} included ({rate}%)"
 
 
 # The PDF is matched before the page: "{token}" alone would also match "abc.pdf".
@@ -145,7 +146,7 @@ def _page_context(
         "description": invoice.description,
         "amount": format_kes(invoice.amount_cents),
         "vat": format_kes(invoice.vat_cents) if invoice.vat_cents else None,
-        "vat_percent": settings.vat_percent,
+        "vat_percent": vat_rate(invoice, settings.vat_percent),
         "status_label": label,
         "status_class": css,
         "paid": invoice.status is InvoiceStatus.PAID,
