@@ -62,14 +62,13 @@ def _run_admin(work: Callable[[Settings], Awaitable[str]]) -> None:
 
 @merchant_app.command("approve")
 def approve(msisdn: Msisdn) -> None:
-    """Let a merchant who signed up under MERCHANT_SIGNUP=approval send invoices."""
+    """Let a merchant who signed up under MERCHANT_SIGNUP=approval send invoices (or approve
+    the new business name an approved merchant asked for; it prints the name approved)."""
     phone = _phone(msisdn)
 
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
-            merchant = await merchant_service.set_status(
-                session, phone=phone, status=MerchantStatus.ACTIVE
-            )
+            merchant = await merchant_service.approve(session, phone=phone)
             name = merchant.business_name or ""
             await notifications.send(
                 session,

@@ -27,6 +27,7 @@ from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.merchants import service as merchant_service
+from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications.models import DeliveryStatus, Direction
 from invoiceiq.notifications.schemas import Outbound
@@ -206,7 +207,7 @@ async def test_a_tap_after_send_does_not_say_nothing_was_sent(
     cancel_after = await merchant.tap(summary.buttons[2][0])  # Cancel, right after Send
 
     assert "this tap did nothing" in cancel_after[0].text
-    assert "went out" in cancel_after[0].text and "unpaid" in cancel_after[0].text
+    assert "may have gone out" in cancel_after[0].text and "unpaid" in cancel_after[0].text
     assert "nothing was sent" not in cancel_after[0].text
     [invoice] = await invoices(sessions)
     assert invoice.status is not InvoiceStatus.CANCELLED
@@ -432,6 +433,10 @@ async def test_a_merchant_who_is_also_a_customer_can_stop_and_start(
     assert "STOP" in (await merchant.only("invoice 0712345678 300 Bread")).text
     assert (await customer.only("start")).text == texts.STARTED
     assert kinds(await merchant.say("invoice 0712345678 300 Bread")) == ["confirmation"]
+    # A command of theirs that ends in "stop" is the command, not an opt-out.
+    await customer.replies()  # the invoice that came after START
+    assert "Pit Stop" in (await customer.only("name Pit Stop")).text
+    assert kinds(await merchant.say("invoice 0712345678 200 Milk")) == ["confirmation"]
 
 
 async def test_vat_mid_flow_is_a_command_not_a_description(
@@ -555,40 +560,76 @@ async def test_a_run_that_fails_before_its_commit_leaves_the_message_to_the_next
 # Renaming under approval -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("start", [MerchantStatus.ACTIVE, MerchantStatus.PENDING_APPROVAL])
-async def test_a_new_name_under_approval_waits_for_approval(
-    sessions: SessionFactory, database_url: str, start: MerchantStatus
-) -> None:
-    """Customers see the name on every invoice: an approved "Mama Mboga" must not send as
-    "KPLC Prepaid" unseen."""
+async def mama_mboga(sessions: SessionFactory, database_url: str, **values: object) -> Chat:
+    """The chat of a merchant named Mama Mboga (approved unless `status` says), under approval."""
     async with sessions() as session, session.begin():
-        await factories.merchant(session, phone=MERCHANT, business_name="Mama Mboga", status=start)
-    chat = Chat(sessions, database_url, MERCHANT, {"merchant_signup": "approval"})
+        await factories.merchant(session, phone=MERCHANT, business_name="Mama Mboga", **values)
+    return Chat(sessions, database_url, MERCHANT, {"merchant_signup": "approval"})
+
+
+async def the_merchant(sessions: SessionFactory) -> Merchant | None:
+    async with sessions() as session:
+        return await merchant_service.find(session, MERCHANT)
+
+
+async def test_a_new_name_under_approval_waits_while_the_approved_one_stays_in_use(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    """Customers see the name on every invoice, page and receipt: an approved "Mama Mboga"
+    must not send as "KPLC Prepaid" unseen, nor stop invoicing while it waits."""
+    chat = await mama_mboga(sessions, database_url)
 
     renamed = await chat.only("name KPLC Prepaid")
-    refused = await chat.only("invoice 0712345678 500 Token")
+    assert "KPLC Prepaid* is waiting for approval" in renamed.text
+    assert "keep showing *Mama Mboga*" in renamed.text
+    assert kinds(await chat.say("invoice 0712345678 500 Token")) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    customer = Chat(sessions, database_url, CUSTOMER)
+    [sent] = await customer.replies()
+    assert "Mama Mboga" in sent.text and "KPLC" not in sent.text
+    assert invoice.customer_phone == CUSTOMER
 
-    assert "waiting for approval" in renamed.text and "Type invoice" not in renamed.text
-    assert "waiting for approval" in refused.text
-    async with sessions() as session:
-        owner = await merchant_service.find(session, MERCHANT)
-    assert owner is not None and owner.business_name == "KPLC Prepaid"
-    assert owner.status is MerchantStatus.PENDING_APPROVAL
-    assert await invoices(sessions) == []
+    async with sessions() as session, session.begin():
+        approved = await merchant_service.approve(session, phone=MERCHANT)
+    assert approved.business_name == "KPLC Prepaid" and approved.pending_business_name is None
+    assert approved.status is MerchantStatus.ACTIVE
+
+
+async def test_asking_for_the_approved_name_again_withdraws_the_request(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    chat = await mama_mboga(sessions, database_url)
+    await chat.only("name KPLC Prepaid")
+
+    back = await chat.only("name Mama Mboga")
+
+    assert "Mama Mboga" in back.text and "waiting" not in back.text
+    owner = await the_merchant(sessions)
+    assert owner is not None and owner.pending_business_name is None
+
+
+async def test_a_merchant_not_yet_approved_just_changes_the_name_it_waits_with(
+    sessions: SessionFactory, database_url: str
+) -> None:
+    chat = await mama_mboga(sessions, database_url, status=MerchantStatus.PENDING_APPROVAL)
+
+    renamed = await chat.only("name Mama Mboga Fresh")
+
+    assert "Mama Mboga Fresh" in renamed.text and "waiting for approval" in renamed.text
+    owner = await the_merchant(sessions)
+    assert owner is not None and owner.business_name == "Mama Mboga Fresh"
+    assert owner.pending_business_name is None
 
 
 async def test_the_same_name_again_or_a_rename_in_open_signup_keeps_the_merchant_active(
     sessions: SessionFactory, database_url: str
 ) -> None:
-    async with sessions() as session, session.begin():
-        await factories.merchant(session, phone=MERCHANT, business_name="Mama Mboga")
-    chat = Chat(sessions, database_url, MERCHANT, {"merchant_signup": "approval"})
+    chat = await mama_mboga(sessions, database_url)
 
     same = await chat.only("name Mama Mboga")
     chat.overrides = {"merchant_signup": "open"}
     other = await chat.only("name Mama Mboga Fresh")
 
     assert "Type invoice" in same.text and "Type invoice" in other.text
-    async with sessions() as session:
-        owner = await merchant_service.find(session, MERCHANT)
+    owner = await the_merchant(sessions)
     assert owner is not None and owner.status is MerchantStatus.ACTIVE

@@ -302,6 +302,37 @@ async def test_an_invoice_settled_before_its_message_went_out_is_not_sent(
         assert (await the_invoice(r)).status is status
 
 
+@pytest.mark.parametrize(
+    ("kind", "status", "sent"),
+    [
+        ("reminder", InvoiceStatus.CANCELLED, False),
+        ("invoice_copy", InvoiceStatus.PAID, False),
+        ("reminder", InvoiceStatus.SENT, True),  # after a failed payment: still payable
+        ("receipt", InvoiceStatus.PAID, True),
+        ("payment_failed", InvoiceStatus.CANCELLED, True),
+    ],
+)
+async def test_only_messages_that_offer_to_pay_are_withdrawn(
+    sessions: SessionFactory, database_url: str, kind: str, status: InvoiceStatus, sent: bool
+) -> None:
+    async with rig(sessions, database_url) as r:
+        invoice = await issue(r)
+        async with r.sessions() as session, session.begin():
+            await session.execute(
+                sa.update(Invoice).where(Invoice.id == invoice.id).values(status=status)
+            )
+            await notifications.log_inbound(session, phone=CUSTOMER, kind="text", wamid="w.1")
+            await notifications.send(
+                session, to=CUSTOMER, message=Outbound(kind=kind, text="x"), invoice_id=invoice.id
+            )
+
+        await r.sender(await send_row(r, kind))
+
+        [entry] = await logs(r, kind)
+        assert (entry.status is DeliveryStatus.SENT) is sent
+        assert (entry.error_code == "withdrawn") is not sent
+
+
 async def queue(rig: Rig, message: Outbound, *, wrote_ago: timedelta | None) -> ClaimedRow:
     """`message` queued to the customer, who last wrote `wrote_ago` (None: never)."""
     async with rig.sessions() as session, session.begin():

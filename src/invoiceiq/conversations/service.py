@@ -17,6 +17,7 @@ from invoiceiq.conversations.commands import (
     SetName,
     SetVat,
     StartGuided,
+    Unknown,
     Unpaid,
     parse_command,
 )
@@ -83,10 +84,6 @@ async def _from_merchant(
     if message.kind != "text" or not message.text:
         return _reply(texts.NOT_UNDERSTOOD)
     conversation, notices = await _live_conversation(session, settings, merchant)
-    if conversation is None:
-        opted = await _customer_opt_out_or_in(session, message.phone, message.text)
-        if opted is not None:
-            return [*notices, *opted]
     refused: CommandError | None = None
     try:
         command: Command | None = parse_command(message.text, max_amount=settings.mpesa_max_amount)
@@ -98,7 +95,12 @@ async def _from_merchant(
         if refused is not None and _mistyped_invoice(conversation, message.text):
             return _then(_reply(refused.message), guided.resume(conversation))
         return await _in_flow(session, settings, merchant, conversation, command, message.text)
-    if notices and not isinstance(command, (*MID_FLOW_COMMANDS, SetName, SetVat)):
+    if isinstance(command, Unknown):
+        # No command of theirs: perhaps a STOP or START as someone's customer.
+        opted = await _customer_opt_out_or_in(session, message.phone, message.text)
+        if opted is not None:
+            return [*notices, *opted]
+    if notices and not isinstance(command, (*MID_FLOW_COMMANDS, SetName)):
         return notices  # an answer to a flow that expired: the notice says to start again
     assert command is not None
     return [*notices, *await _run_safely(session, settings, merchant, command)]
@@ -181,14 +183,23 @@ async def _run_command(
         named = await merchant_service.set_business_name(
             session, phone=merchant.phone, name=command.name, signup=settings.signup_mode
         )
-        if named.status is MerchantStatus.PENDING_APPROVAL:
-            return _reply(texts.NAME_SET_PENDING.format(name=command.name))
-        return _reply(texts.NAME_SET.format(name=command.name))
+        return _reply(_named(named, command.name))
     if isinstance(command, SetVat):
         await merchant_service.set_vat(session, merchant, enabled=command.enabled)
         text = texts.VAT_ON if command.enabled else texts.VAT_OFF
         return _reply(text.format(percent=settings.vat_percent))
     return _reply(texts.HELP)
+
+
+def _named(merchant: Merchant, name: str) -> str:
+    """The answer to `name …`: set, waiting for a first approval, or a new name waiting."""
+    if merchant.pending_business_name:
+        return texts.NAME_CHANGE_PENDING.format(
+            name=merchant.pending_business_name, current=merchant.business_name
+        )
+    if merchant.status is MerchantStatus.PENDING_APPROVAL:
+        return texts.NAME_SET_PENDING.format(name=name)
+    return texts.NAME_SET.format(name=name)
 
 
 async def _one_line_invoice(
@@ -393,9 +404,7 @@ async def _from_someone_else(
         merchant = await merchant_service.set_business_name(
             session, phone=message.phone, name=command.name, signup=settings.signup_mode
         )
-        if merchant.status is MerchantStatus.PENDING_APPROVAL:
-            return _reply(texts.NAME_SET_PENDING.format(name=command.name))
-        return _reply(texts.NAME_SET.format(name=command.name))
+        return _reply(_named(merchant, command.name))
     opted = await _customer_opt_out_or_in(session, message.phone, text)
     if opted is not None:
         return opted

@@ -27,6 +27,10 @@ BECOME_MERCHANT = "Want to send invoices too? Type name followed by your busines
 NAME_SET = "Your business name is now *{name}*. Customers will see it on every invoice.\n\n" + (
     "Type invoice to create one, or help for everything you can do."
 )
+NAME_CHANGE_PENDING = (
+    "Your new business name *{name}* is waiting for approval. Until then your invoices keep "
+    "showing *{current}*; we'll let you know when it changes."
+)
 NAME_SET_PENDING = (
     "Thanks, *{name}*. Your signup is waiting for approval; we'll let you know when you can "
     "send invoices."
@@ -62,8 +66,9 @@ FLOW_ASK_AMOUNT = "How much, in shillings? (like 1500)"
 FLOW_ASK_DESCRIPTION = "What is it for? (3 to 120 characters, like Logo design)"
 FLOW_CANCELLED = "Cancelled: no invoice was sent."
 FLOW_STALE = (
-    "That summary is no longer active, so this tap did nothing. If you tapped Send before, that "
-    "invoice went out: type unpaid to see it. Type invoice to start a new one."
+    "That summary is no longer active, so this tap did nothing. If you tapped Send before, "
+    "that invoice may have gone out: type unpaid to see your open invoices. Type invoice to "
+    "start a new one."
 )
 FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
 FLOW_RESUME = "Back to your new invoice:"

@@ -15,6 +15,9 @@ class Merchant(IdMixin, TimestampMixin, Base):
 
     phone: Mapped[str] = mapped_column(sa.String(15), unique=True)
     business_name: Mapped[str | None] = mapped_column(sa.String(80))
+    # Under approval, a new name an approved merchant asked for: shown to no one until
+    # `merchant approve` makes it the business name.
+    pending_business_name: Mapped[str | None] = mapped_column(sa.String(80))
     status: Mapped[MerchantStatus] = mapped_column(
         str_enum(MerchantStatus), default=MerchantStatus.ACTIVE
     )

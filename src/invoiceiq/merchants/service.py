@@ -26,9 +26,10 @@ async def set_business_name(
 ) -> Merchant:
     """Name the business; the first name creates the merchant (awaiting approval if required).
 
-    Under approval, a new name is approved too: customers see it on every invoice, so an
-    approved "Mama Mboga" must not become "KPLC Prepaid" unseen. An active merchant who renames
-    waits for approval again (a suspended one stays suspended)."""
+    Under approval, a new name is approved too: customers see it on every invoice, page and
+    receipt, so an approved "Mama Mboga" must not become "KPLC Prepaid" unseen. The new name
+    waits (`pending_business_name`) while the approved one stays in use; asking for the
+    approved name again withdraws the request."""
     status = (
         MerchantStatus.PENDING_APPROVAL if signup is SignupMode.APPROVAL else MerchantStatus.ACTIVE
     )
@@ -37,11 +38,27 @@ async def set_business_name(
     )
     merchant = await repository.get_by_phone(session, phone, lock=True)
     assert merchant is not None  # inserted above or already there
-    if merchant.business_name != name:
-        values: dict[str, object] = {"business_name": name}
-        if signup is SignupMode.APPROVAL and merchant.status is MerchantStatus.ACTIVE:
-            values["status"] = MerchantStatus.PENDING_APPROVAL
-        await repository.update(session, merchant.id, **values)
+    approved_before = merchant.status is not MerchantStatus.PENDING_APPROVAL
+    if signup is SignupMode.APPROVAL and approved_before and merchant.business_name:
+        pending = None if name == merchant.business_name else name
+        if merchant.pending_business_name != pending:
+            await repository.update(session, merchant.id, pending_business_name=pending)
+    elif merchant.business_name != name or merchant.pending_business_name:
+        await repository.update(
+            session, merchant.id, business_name=name, pending_business_name=None
+        )
+    return merchant
+
+
+async def approve(session: AsyncSession, *, phone: str) -> Merchant:
+    """Let the merchant invoice, under the new name they asked for if any."""
+    merchant = await repository.get_by_phone(session, phone, lock=True)
+    if merchant is None:
+        raise MerchantNotFound()
+    values: dict[str, object] = {"status": MerchantStatus.ACTIVE}
+    if merchant.pending_business_name:
+        values.update(business_name=merchant.pending_business_name, pending_business_name=None)
+    await repository.update(session, merchant.id, **values)
     return merchant
 
 

@@ -35,6 +35,9 @@ from invoiceiq.worker import GiveUp, Recorded, RetryLater, finish
 
 log = logging.getLogger(__name__)
 _SETTLED = frozenset({InvoiceStatus.CANCELLED.value, InvoiceStatus.PAID.value})
+# Messages that offer to pay an invoice: not sent once it is cancelled or paid. (Receipts, and
+# failures told after a payment, go out whatever the invoice's state.)
+_WITH_PAY_BUTTON = frozenset({*delivery.INVOICE_KINDS, "invoice_copy"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Sender:
             if plan is None:
                 return None  # already sent by an earlier run of this row
             if plan.withdrawn:
-                await self._withdraw(log_id)
+                await self._withdraw(log_id, plan.message.kind)
                 return None
             if plan.undeliverable:
                 log.info(
@@ -102,8 +105,9 @@ class Sender:
             return
         await delivery.record_failure(session, self._settings, log_id, code="dead", exhausted=True)
 
-    async def _withdraw(self, log_id: uuid.UUID) -> None:
+    async def _withdraw(self, log_id: uuid.UUID, kind: str) -> None:
         """Not sent, and nobody told: the merchant cancelled the invoice, or it was paid."""
+        log.info("whatsapp message withdrawn: its invoice is settled", extra={"kind": kind})
         async with unit_of_work(self._sessions) as session:
             await repository.advance_status(
                 session, log_id, DeliveryStatus.FAILED, at=utcnow(), error_code=delivery.WITHDRAWN
@@ -139,7 +143,7 @@ class Sender:
         if entry is None or entry.provider_message_id is not None or entry.request is None:
             return None
         message = Outbound.from_json(entry.request)
-        if message.kind in delivery.INVOICE_KINDS and entry.invoice_status in _SETTLED:
+        if message.kind in _WITH_PAY_BUTTON and entry.invoice_status in _SETTLED:
             return Plan(entry.phone, message, as_template=False, withdrawn=True)
         in_window = notifications.in_window(
             entry.last_inbound_at, window_seconds=self._settings.customer_window
