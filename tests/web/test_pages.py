@@ -250,38 +250,35 @@ async def flagged_success(
     )
 
 
-async def test_a_double_payment_shows_the_receipt_of_the_payment_that_paid(
-    settings: Settings, sessions: SessionFactory
+@pytest.mark.parametrize(
+    ("flagged_after", "paid_at_is_its_completion"),
+    [(timedelta(minutes=5), False), (-timedelta(milliseconds=5), True)],
+    ids=["a later double payment", "a race the earlier-stamped one lost"],
+)
+async def test_the_receipt_shown_is_the_payment_that_paid_the_invoice(
+    settings: Settings,
+    sessions: SessionFactory,
+    flagged_after: timedelta,
+    paid_at_is_its_completion: bool,
 ) -> None:
-    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=utcnow())
-    first, then = utcnow() - timedelta(minutes=5), utcnow()
-    paid = {"status": PaymentStatus.SUCCESS}
-    await add_payment(sessions, invoice, **paid, receipt_number="TKFIRST123", completed_at=first)
-    await flagged_success(sessions, invoice, "TKAGAIN456", "already paid", completed_at=then)
-    async with in_process(settings) as http:
-        page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
-    assert "TKFIRST123" in page and "TKAGAIN456" not in page
-
-
-async def test_the_receipt_shown_is_the_one_that_marked_the_invoice_paid(
-    settings: Settings, sessions: SessionFactory
-) -> None:
-    """Two successes applied at once: the one stamped earlier lost the race and was flagged;
-    the invoice's paid_at is the winner's completion time."""
-    won_at = utcnow()
-    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=won_at)
-    earlier = won_at - timedelta(milliseconds=5)
-    await flagged_success(sessions, invoice, "TKLOST0001", "already paid", completed_at=earlier)
+    """The paying payment is the one whose completion is the invoice's paid_at (two successes
+    applied at once: the one stamped earlier may have lost and been flagged), else the first
+    success (a double payment later is flagged); never the latest."""
+    paying_at = utcnow()
+    paid_at = paying_at if paid_at_is_its_completion else paying_at + timedelta(seconds=1)
+    invoice = await make_invoice(sessions, status=InvoiceStatus.PAID, paid_at=paid_at)
     await add_payment(
         sessions,
         invoice,
         status=PaymentStatus.SUCCESS,
-        receipt_number="TKWON00002",
-        completed_at=won_at,
+        receipt_number="TKPAID0001",
+        completed_at=paying_at,
     )
+    flagged_at = paying_at + flagged_after
+    await flagged_success(sessions, invoice, "TKFLAG0002", "already paid", completed_at=flagged_at)
     async with in_process(settings) as http:
         page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
-    assert "TKWON00002" in page and "TKLOST0001" not in page
+    assert "TKPAID0001" in page and "TKFLAG0002" not in page
 
 
 async def test_money_taken_after_the_invoice_was_cancelled_is_shown_not_refused(
