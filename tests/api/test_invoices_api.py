@@ -56,7 +56,7 @@ async def test_create_sends_the_invoice_and_answers_in_whole_shillings(
     body = response.json()
     assert re.fullmatch(r"INV[0-9A-Z]{7}", body["number"])
     assert body["status"] == "PENDING" and body["amount"] == 1500 and body["currency"] == "KES"
-    assert body["vat_amount"] == "206.89"
+    assert body["vat_amount"] == "206.89" and body["vat_percent"] == 16
     assert body["customer_phone"] == "2547•••••678" and "254712345678" not in response.text
     assert body["customer_name"] == "Jane Wanjiru" and body["description"] == "Logo design"
     async with sessions() as session:
@@ -254,6 +254,24 @@ async def test_another_merchants_invoice_is_not_found(
     assert theirs_listed.json() == {"items": [], "next_cursor": None}
     async with sessions() as session:
         assert (await session.get(Invoice, invoice.id)).status is InvoiceStatus.SENT  # type: ignore[union-attr]
+
+
+async def test_the_vat_rate_read_is_the_one_the_invoice_was_issued_at(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """VAT_PERCENT is 16 now; an invoice issued at 14 % reads 14, one without VAT reads null."""
+    merchant, key = await merchant_with_key(sessions)
+    async with sessions() as session, session.begin():
+        older = await factories.invoice(
+            session, merchant=merchant, amount_cents=114_000, vat_cents=14_000, vat_percent=14
+        )
+        no_vat = await factories.invoice(session, merchant=merchant, vat_cents=0)
+    async with in_process(settings) as http:
+        read_older = await http.get(f"/api/v1/invoices/{older.number}", headers=bearer(key))
+        read_no_vat = await http.get(f"/api/v1/invoices/{no_vat.number}", headers=bearer(key))
+    assert settings.vat_percent == 16
+    assert read_older.json()["vat_amount"] == "140.00" and read_older.json()["vat_percent"] == 14
+    assert read_no_vat.json()["vat_amount"] == "0.00" and read_no_vat.json()["vat_percent"] is None
 
 
 async def test_list_is_paginated_newest_first_with_a_status_filter(

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from invoiceiq.db.engine import SessionFactory
-from invoiceiq.db.models import Payment
+from invoiceiq.db.models import Invoice, Payment
+from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.kit.clock import utcnow
 from invoiceiq.payments.states import PaymentStatus
 from support.app_server import RunningApp, rows, running_app
 from support.apps import bearer, merchant_with_key
@@ -152,6 +155,38 @@ async def test_a_cancelled_prompt_is_explained_and_can_be_tried_again(
         await page.get_by_test_id("retry").click()
         await expect(page.get_by_test_id("pay-form")).to_be_visible()
         assert await page.evaluate("window.stillTheSamePage") is True
+        assert problems == []
+
+
+async def test_a_page_left_open_never_says_cant_be_paid_when_money_was_taken(
+    browser: Browser, database_url: str, sessions: SessionFactory
+) -> None:
+    """The merchant cancels and M-PESA's success lands for the attempt the page is waiting on
+    (set here in one transaction, as a late success is recorded): the polling page says the
+    money was received and not to pay again."""
+    async with running_app(database_url) as app:
+        invoice = await issue_invoice(app, sessions)
+        page, problems = await new_page(browser)
+        await page.goto(invoice["link"])
+        await click_pay(page)
+        await open_prompt(app)
+        async with sessions() as session, session.begin():
+            payment = await session.scalar(sa.select(Payment))
+            assert payment is not None
+            payment.status, payment.receipt_number = PaymentStatus.SUCCESS, "TKLATE7890"
+            payment.completed_at, payment.needs_review = utcnow(), True
+            payment.review_reason = "the invoice was already cancelled when this payment came in"
+            await session.execute(
+                sa.update(Invoice)
+                .where(Invoice.id == payment.invoice_id)
+                .values(status=InvoiceStatus.CANCELLED, cancelled_at=utcnow())
+            )
+        await expect(page.get_by_test_id("progress")).to_contain_text(
+            "your M-PESA payment (receipt TKLATE7890) was received afterwards",
+            timeout=UI_TIMEOUT_MS,
+        )
+        await expect(page.get_by_test_id("progress")).to_contain_text("Please do not pay again.")
+        await expect(page.get_by_test_id("pay-form")).to_be_hidden()
         assert problems == []
 
 

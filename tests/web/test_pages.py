@@ -189,7 +189,13 @@ async def test_the_status_poll_reports_the_latest_attempt_in_plain_words(
             checkout_request_id="ws_CO_1",
         )
         failed = await http.get(f"/i/{token}/status")
-    assert none_yet == {"status": "SENT", "paid_at": None, "receipt_number": None, "payment": None}
+    assert none_yet == {
+        "status": "SENT",
+        "paid_at": None,
+        "receipt_number": None,
+        "paid_after_cancel": False,
+        "payment": None,
+    }
     assert failed.headers["cache-control"] == "no-store"
     body = failed.json()
     assert body["status"] == "SENT"
@@ -291,11 +297,15 @@ async def test_money_taken_after_the_invoice_was_cancelled_is_shown_not_refused(
     async with in_process(settings) as http:
         page = html(await http.get(f"/i/{invoice.public_token}", headers=HTML))
         pdf = await http.get(f"/i/{invoice.public_token}.pdf")
+        status = await http.get(f"/i/{invoice.public_token}/status")
     assert 'data-testid="paid-after-cancel"' in page and "TKLATE7890" in page
     assert "do not pay again" in page and "so it can't be paid" not in page
     assert 'data-testid="pay-form"' not in page
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
     assert "TKLATE7890, received after the invoice was cancelled" in " ".join(text.split())
+    # A page left open polls its status: it must say the same, not "can't be paid".
+    assert status.json()["status"] == "CANCELLED" and status.json()["paid_after_cancel"] is True
+    assert status.json()["receipt_number"] == "TKLATE7890"
 
 
 async def test_an_open_attempt_makes_the_page_wait_for_it(

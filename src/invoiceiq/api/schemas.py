@@ -32,6 +32,7 @@ READ_EXAMPLE: dict[str, Any] = {
     "status": "SENT",
     "amount": 1500,
     "vat_amount": "206.89",
+    "vat_percent": 16,
     "currency": "KES",
     "customer_phone": "2547•••••678",
     "customer_name": "Jane Wanjiru",
@@ -153,6 +154,10 @@ class InvoiceRead(BaseModel):
     vat_amount: str = Field(
         description='The VAT included in the amount, KES with two decimals ("0.00" when the '
         "merchant does not charge VAT)."
+    )
+    vat_percent: int | None = Field(
+        description="The VAT rate the amount includes, as when the invoice was issued; null "
+        "when no VAT is charged."
     )
     currency: Literal["KES"] = "KES"
     customer_phone: str = Field(description="Masked, as in chat: 2547•••••678.")

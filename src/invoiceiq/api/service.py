@@ -31,7 +31,7 @@ from invoiceiq.api.schemas import (
 from invoiceiq.config import Settings
 from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.errors import InvoiceNotFound
-from invoiceiq.invoices.messages import invoice_link
+from invoiceiq.invoices.messages import invoice_link, vat_rate
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
@@ -135,6 +135,7 @@ async def invoice_read(session: AsyncSession, settings: Settings, invoice: Invoi
         status=invoice.status,
         amount=invoice.amount_cents // CENTS_PER_SHILLING,
         vat_amount=f"{invoice.vat_cents // 100}.{invoice.vat_cents % 100:02d}",
+        vat_percent=vat_rate(invoice, settings.vat_percent) if invoice.vat_cents else None,
         customer_phone=mask_msisdn(invoice.customer_phone),
         customer_name=invoice.customer_name,
         description=invoice.description,

@@ -223,5 +223,7 @@ def status_payload(page: InvoicePage) -> dict[str, Any]:
         "status": invoice.status.value,
         "paid_at": invoice.paid_at.isoformat() if invoice.paid_at else None,
         "receipt_number": page.receipt,
+        # Paid by a prompt answered after the merchant cancelled: the page says to settle it.
+        "paid_after_cancel": page.paid_after_cancel,
         "payment": payment_state(page.latest),
     }

@@ -70,7 +70,14 @@
     if (data.status === "CANCELLED") {
       stop();
       form.hidden = true;
-      show("This invoice was cancelled, so it can't be paid.", "error");
+      if (data.paid_after_cancel) {
+        // Money was taken all the same: never tell this customer it "can't be paid".
+        show("This invoice was cancelled, but your M-PESA payment (receipt " +
+          (data.receipt_number || "confirmed by M-PESA") + ") was received afterwards. " +
+          "The business has been told and will contact you about it. Please do not pay again.", "error");
+      } else {
+        show("This invoice was cancelled, so it can't be paid.", "error");
+      }
       return;
     }
     var payment = data.payment;
