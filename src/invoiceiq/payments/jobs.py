@@ -296,8 +296,7 @@ class PaymentJobs:
             return None  # counts as "no answer": asked again, or given up when overdue
 
     def _age(self, payment: Payment) -> float:
-        started: datetime = payment.push_sent_at or payment.created_at
-        return (utcnow() - started) / timedelta(seconds=1)
+        return (utcnow() - payment.started_at) / timedelta(seconds=1)
 
 
 async def _open_attempt_of(session: AsyncSession, raw_number: str) -> Payment:

@@ -57,3 +57,8 @@ class Payment(IdMixin, TimestampMixin, Base):
     # Wire bodies kept for audit, the Daraja password removed.
     request_body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     callback_body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    @property
+    def started_at(self) -> datetime:
+        """Where the attempt's clock starts: the push, or its creation if none was sent."""
+        return self.push_sent_at or self.created_at

@@ -139,7 +139,7 @@ async def _seconds_to_wait(
         waits.append(settings.pay_cooldown - (now - last).total_seconds())
     unsettled = await repository.open_attempt_for_phone(session, phone)
     if unsettled is not None:  # a push whose outcome is still unknown: never stack another
-        started = unsettled.push_sent_at or unsettled.created_at
+        started = unsettled.started_at
         waits.append(max(5.0, settings.reconcile_after - (now - started).total_seconds()))
     return int(max(waits) + 0.999)
 

@@ -43,7 +43,7 @@ async def resume_stuck(session: AsyncSession, settings: Settings, *, now: dateti
         if not overdue:
             break
         last = overdue[-1]
-        after = (last.push_sent_at or last.created_at, last.id)
+        after = (last.started_at, last.id)
         in_hand = await outbox.live_payload_values(
             session,
             topics=SETTLING_TOPICS,
@@ -60,7 +60,7 @@ async def resume_stuck(session: AsyncSession, settings: Settings, *, now: dateti
 
 async def _queue_settling_job(session: AsyncSession, payment: Payment, *, now: datetime) -> None:
     key = f"sweep:{payment.id}:{now.isoformat()}"
-    started = payment.push_sent_at or payment.created_at
+    started = payment.started_at
     if settlement.awaits_confirmation(payment):
         # Its claim's time died with the row: counted from the push, so it is overdue, asked
         # once, and confirmed, denied or given up as unconfirmed.
