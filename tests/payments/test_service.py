@@ -370,3 +370,31 @@ async def test_a_late_success_gets_its_own_time_to_be_confirmed(
     assert (again is None) is flagged  # asked again later while there is time
     if again is not None:
         assert again["round"] == 1 and again["claimed_at"] == claimed_at
+
+
+@pytest.mark.parametrize("ending", ["failed", "given up unconfirmed"])
+async def test_a_payer_who_is_not_the_customer_is_sent_to_the_page_not_given_a_pay_button(
+    sessions: SessionFactory, settings: Settings, ending: str
+) -> None:
+    """They paid from the invoice page with another number: the Pay button checks the tapper
+    is the invoice's customer and would refuse them, so their message links the page."""
+    other = "254722000111"
+    async with unit_of_work(sessions) as session:
+        invoice = await factories.invoice(session)
+        theirs = await factories.payment(session, invoice=invoice, phone=other)
+    async with unit_of_work(sessions) as session:
+        payment = await repository.get(session, theirs.id)
+        assert payment is not None
+        if ending == "failed":
+            assert await service.fail(session, settings, payment, code="1032")
+        else:
+            reason = "push outcome unknown"
+            assert await service.give_up_unconfirmed(session, settings, payment, reason)
+    async with sessions() as session:
+        [sent] = (
+            await session.scalars(sa.select(MessageLog).where(MessageLog.phone == other))
+        ).all()
+    assert sent.request is not None
+    assert not sent.request["buttons"] and sent.request["template"] is None
+    assert f"{settings.base_url}/i/{invoice.public_token}" in sent.request["text"]
+    assert "tap Pay" not in sent.request["text"]

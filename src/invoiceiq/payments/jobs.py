@@ -225,7 +225,9 @@ class PaymentJobs:
             elif overdue and fresh.status is PaymentStatus.INITIATED:
                 # Neither the invoice nor the phone may stay blocked; the customer is told not
                 # to pay again if M-PESA confirmed it to them.
-                await service.give_up_unconfirmed(session, fresh, messages.CLAIM_UNCONFIRMED_REASON)
+                await service.give_up_unconfirmed(
+                    session, self._settings, fresh, messages.CLAIM_UNCONFIRMED_REASON
+                )
             elif overdue:  # a late claim on an attempt that had failed already
                 await review.flag(session, fresh, messages.CLAIM_UNCONFIRMED_REASON)
             else:

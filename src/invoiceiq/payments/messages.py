@@ -143,17 +143,23 @@ def check_phone(invoice: Invoice) -> Outbound:
     )
 
 
-def failure_for_customer(invoice: Invoice, *, business_name: str, code: str | None) -> Outbound:
+def failure_for_customer(
+    invoice: Invoice, *, business_name: str, code: str | None, page_link: str | None = None
+) -> Outbound:
+    """`page_link` when the payer is not the invoice's customer (they paid from its page with
+    another number): a Pay button would refuse them, so they are sent back to the page."""
     reason = reasons(code)[0]
     amount = format_kes(invoice.amount_cents)
     text = (
         f"Your M-PESA payment for invoice {invoice.number} ({amount}) did not go through: "
-        f"{reason}.\nThe invoice is still open: tap Pay with M-PESA to try again."
+        f"{reason}.\nThe invoice is still open: "
     )
+    if page_link:
+        return Outbound(kind="payment_failed", text=f"{text}to try again, open {page_link}")
     pay = f"pay:{invoice.number}"
     return Outbound(
         kind="payment_failed",
-        text=text,
+        text=f"{text}tap Pay with M-PESA to try again.",
         buttons=((pay, "Pay with M-PESA"),),
         template=TemplateCall(
             "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
@@ -161,21 +167,24 @@ def failure_for_customer(invoice: Invoice, *, business_name: str, code: str | No
     )
 
 
-def unconfirmed_for_customer(invoice: Invoice, *, business_name: str) -> Outbound:
+def unconfirmed_for_customer(
+    invoice: Invoice, *, business_name: str, page_link: str | None = None
+) -> Outbound:
     """The attempt was given up, but M-PESA may have taken the money: not "did not go
-    through", and no plain invitation to pay again."""
+    through", and no plain invitation to pay again. `page_link` as in failure_for_customer."""
     amount = format_kes(invoice.amount_cents)
     text = (
         f"We could not confirm whether your M-PESA payment for invoice {invoice.number} "
         f"({amount}) to {business_name} went through: M-PESA did not tell us.\n"
         f"If you received an M-PESA confirmation SMS for it, please do not pay again: "
-        f"{business_name} will confirm your payment. If you did not, tap Pay with M-PESA to "
-        "try again."
+        f"{business_name} will confirm your payment. If you did not, "
     )
+    if page_link:
+        return Outbound(kind="payment_unconfirmed", text=f"{text}open {page_link} to try again.")
     pay = f"pay:{invoice.number}"
     return Outbound(
         kind="payment_unconfirmed",
-        text=text,
+        text=f"{text}tap Pay with M-PESA to try again.",
         buttons=((pay, "Pay with M-PESA"),),
         template=TemplateCall(
             "payment_unconfirmed", (invoice.number, amount, business_name), (pay,)

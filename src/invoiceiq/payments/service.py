@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
@@ -225,7 +226,12 @@ async def fail(
     await notifications.send(
         session,
         to=payment.phone,
-        message=messages.failure_for_customer(invoice, business_name=business, code=code),
+        message=messages.failure_for_customer(
+            invoice,
+            business_name=business,
+            code=code,
+            page_link=_page_for(settings, payment, invoice),
+        ),
         invoice_id=invoice.id,
     )
     if tell_merchant:
@@ -246,10 +252,12 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     blind = payment.checkout_request_id is None and payment.push_sent_at is not None
     if not blind:
         return await fail(session, settings, payment, code=repository.NO_RESPONSE)
-    return await give_up_unconfirmed(session, payment, messages.OUTCOME_UNKNOWN_REASON)
+    return await give_up_unconfirmed(session, settings, payment, messages.OUTCOME_UNKNOWN_REASON)
 
 
-async def give_up_unconfirmed(session: AsyncSession, payment: Payment, reason: str) -> bool:
+async def give_up_unconfirmed(
+    session: AsyncSession, settings: Settings, payment: Payment, reason: str
+) -> bool:
     """M-PESA never said how an attempt the customer may have paid ended: FAILED (no response),
     so neither the invoice nor the phone stays blocked; flagged for review with `reason` (the
     flag tells the merchant); the customer told we could not confirm it, not to pay again if
@@ -263,10 +271,20 @@ async def give_up_unconfirmed(session: AsyncSession, payment: Payment, reason: s
         await notifications.send(
             session,
             to=payment.phone,
-            message=messages.unconfirmed_for_customer(invoice, business_name=business),
+            message=messages.unconfirmed_for_customer(
+                invoice, business_name=business, page_link=_page_for(settings, payment, invoice)
+            ),
             invoice_id=invoice.id,
         )
     return True
+
+
+def _page_for(settings: Settings, payment: Payment, invoice: Invoice) -> str | None:
+    """The invoice's page for a payer who is not its customer (they paid from the page with
+    another number, and its Pay button would refuse them); None for the customer."""
+    if payment.phone == invoice.customer_phone:
+        return None
+    return invoice_link(settings.base_url, invoice)
 
 
 async def withdraw(session: AsyncSession, payment: Payment) -> bool:
