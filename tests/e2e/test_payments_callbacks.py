@@ -232,18 +232,32 @@ async def test_a_success_the_query_denies_is_flagged_and_not_paid(database_url: 
 async def test_an_amount_other_than_the_attempts_is_flagged_and_not_paid(
     database_url: str,
 ) -> None:
-    async with running_app(database_url) as app:
+    """Flagged, and held unpaid even when M-PESA's query then says the prompt succeeded (the
+    query cannot say which amount was paid): a person decides; the customer is asked not to
+    pay again if M-PESA confirmed it to them, and nobody gets a receipt."""
+    async with running_app(database_url, reconcile_after=0.3) as app:
         sent = await invoice_sent(app)
+        await configure(app, faults__callbacks__drop=1.0)
         await tap(app, CUSTOMER, sent.pay)
         prompt = await wait_prompt(app)
         await post_callback(app, callback_body(prompt, amount=1, receipt="UCHEAP1234"))
-        payment = await the_payment(database_url, lambda p: p.needs_review)
+        flagged = await the_payment(database_url, lambda p: p.needs_review)
+        await answer(app, prompt, "accept")  # what M-PESA's query will say
+        payment = await the_payment(database_url, is_(PaymentStatus.FAILED))
         await drained(database_url)
         merchant_inbox = await sent.merchant.inbox()
+        customer_inbox = await sent.customer.inbox()
 
-    assert payment.status is PaymentStatus.INITIATED and payment.receipt_number is None
-    assert payment.review_reason == "M-PESA reported KSh 1, the attempt was for KSh 1,500"
+    assert flagged.status is PaymentStatus.INITIATED and flagged.review_reason == (
+        "M-PESA reported KSh 1, the attempt was for KSh 1,500"
+    )
+    assert payment.receipt_number is None and payment.needs_review and payment.review_reason
+    assert payment.review_reason.startswith("M-PESA reported KSh 1, the attempt was for KSh 1,500")
+    assert "held unpaid" in payment.review_reason
     assert with_text(merchant_inbox, REVIEW)
+    assert not with_text(merchant_inbox, MERCHANT_RECEIPT)
+    assert not with_text(customer_inbox, RECEIPT) and not with_text(customer_inbox, FAILED)
+    assert with_text(customer_inbox, "please do not pay again")
     assert (await the_invoice(database_url, sent.number)).status is InvoiceStatus.SENT
 
 

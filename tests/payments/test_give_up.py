@@ -145,6 +145,35 @@ async def test_an_attempt_given_up_otherwise_fails_as_before(
     assert all(FAILED in text for _, _, text in sent)
 
 
+async def test_an_open_attempt_flagged_for_another_amount_is_given_up_unconfirmed(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """Its callback said paid (for another amount) and M-PESA's query never answered: the
+    customer may have paid, so they are not told it "did not go through"."""
+    pushed = utcnow() - timedelta(seconds=settings.reconcile_give_up + 5)
+    flag = "M-PESA reported KSh 1, the attempt was for KSh 1,500"
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(
+            session,
+            checkout_request_id="ws_CO_odd",
+            push_sent_at=pushed,
+            needs_review=True,
+            review_reason=flag,
+        )
+    jobs = PaymentJobs(sessions=sessions, daraja=PendingDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    await jobs.reconcile(reconcile_row(payment))
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.FAILED
+    assert fresh.result_code == repository.NO_RESPONSE and fresh.needs_review
+    assert fresh.review_reason == f"{flag}; {messages.CLAIM_UNCONFIRMED_REASON}"
+    customer = [text for phone, kind, text in await outbound(sessions) if phone == CUSTOMER]
+    assert len(customer) == 1 and COULD_NOT_CONFIRM in customer[0]
+    assert FAILED not in customer[0]
+
+
 async def test_a_success_after_giving_up_on_a_push_never_heard_of_still_pays(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -249,6 +249,11 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     not be asked; with its callback lost too, the customer may have paid. That attempt is
     flagged for review (the flag tells the merchant), and the customer is told we could not
     confirm it rather than that it failed. A late success still wins (settlement, orphans)."""
+    if payment.needs_review and payment.reviewed_at is None:
+        # A success claim flagged while open (another amount): the customer may have paid.
+        return await give_up_unconfirmed(
+            session, settings, payment, messages.CLAIM_UNCONFIRMED_REASON
+        )
     blind = payment.checkout_request_id is None and payment.push_sent_at is not None
     if not blind:
         return await fail(session, settings, payment, code=repository.NO_RESPONSE)
@@ -299,7 +304,9 @@ def outcome_unknown(payment: Payment) -> bool:
     return (
         payment.status is PaymentStatus.FAILED
         and payment.result_code == repository.NO_RESPONSE
-        and any(question in reason for question in messages.UNCONFIRMED_REASONS)
+        and any(
+            question in reason for question in (*messages.UNCONFIRMED_REASONS, messages.HELD_REASON)
+        )
     )
 
 
