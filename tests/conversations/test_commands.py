@@ -92,6 +92,13 @@ def test_saved_name_is_every_word_before_the_amount() -> None:
         ("status 12", "invoice number"),
         ("vat maybe", "vat on"),
         ("name", "business name"),
+        # What others read is shown as typed: no reordering, no invisible padding.
+        ("invoice 254712345678 1500 Logo \u202e0051 SEK\u202c design", "text-direction"),
+        ("invoice 254712345678 1500 Logo \u2066design", "text-direction"),
+        ("invoice 254712345678 1500 ab\u200b\u200b", "too short"),
+        ("invoice 254712345678 1500 Cake \x1b[31m", "control characters"),
+        ("name Biz \u202eEVIL", "text-direction"),
+        ("name \u200b\u200bB", "business name"),
     ],
 )
 def test_errors_say_what_to_type(text: str, fragment: str) -> None:

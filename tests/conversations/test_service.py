@@ -285,6 +285,17 @@ async def at_the_name_step(merchant: Chat) -> None:
     await merchant.only("0712345678")
 
 
+async def test_a_customer_name_is_shown_as_typed_or_asked_again(merchant: Chat) -> None:
+    """The name goes on the invoice, its page and the receipts: no reordering characters,
+    nothing invisible taken for a name."""
+    await at_the_name_step(merchant)
+    for typed in ("Jane \u202eeoD", "\u200b\u200b", "x" * 81):
+        answer = await merchant.only(typed)
+        assert texts.FLOW_ASK_AMOUNT not in answer.text and texts.FLOW_ASK_NAME in answer.text
+    assert "text-direction" in (await merchant.only("Jane \u2067Doe")).text
+    assert texts.FLOW_ASK_AMOUNT in (await merchant.only("Jane  Doe")).text
+
+
 async def test_a_command_mid_flow_is_answered_then_the_question_is_asked_again(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -17,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.phone import PhoneError, normalize_msisdn
+from invoiceiq.kit.text import one_line, unshowable, visible_length
 
 DESCRIPTION_MIN, DESCRIPTION_MAX = 3, 120
 CUSTOMER_NAME_MAX = 80
@@ -47,32 +47,15 @@ READ_EXAMPLE: dict[str, Any] = {
 }
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _visible_length(text: str) -> int:
-    """Characters a reader sees: not spaces, nor format or control characters (zero-width)."""
-    return sum(1 for char in text if unicodedata.category(char)[0] not in ("C", "Z"))
-
-
-# Bidirectional embeddings, overrides and isolates (U+202A-202E, U+2066-2069): they reorder
-# what is shown, so "Logo design 1500" could read as something else on the invoice.
-_DIRECTION_OVERRIDES = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
-
-
 def _tidy_text(value: Any) -> Any:
-    """One line, spaces collapsed, before the length limits apply; control characters (NUL, an
-    escape, a bell) refused: nothing a person types, and PostgreSQL cannot store NUL."""
+    """One line, spaces collapsed, before the length limits apply; control characters and
+    text-direction overrides refused (kit.text, as in chat)."""
     if not isinstance(value, str):
         return value  # strict validation names the wrong type
-    text = _one_line(value)
-    if any(unicodedata.category(char) == "Cc" for char in text):
-        raise PydanticCustomError("text", "Remove the control characters (such as NUL).")
-    if any(char in _DIRECTION_OVERRIDES for char in text):
-        raise PydanticCustomError(
-            "text", "Remove the text-direction characters: they can make text read otherwise."
-        )
+    text = one_line(value)
+    problem = unshowable(text)
+    if problem is not None:
+        raise PydanticCustomError("text", problem)
     return text
 
 
@@ -133,12 +116,12 @@ class InvoiceCreate(BaseModel):
     @field_validator("customer_name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return value if value and _visible_length(value) else None
+        return value if value and visible_length(value) else None
 
     @field_validator("description")
     @classmethod
     def _description(cls, value: str) -> str:
-        if _visible_length(value) < DESCRIPTION_MIN:
+        if visible_length(value) < DESCRIPTION_MIN:
             raise PydanticCustomError(
                 "description", f"Use at least {DESCRIPTION_MIN} characters, like Logo design."
             )

@@ -12,9 +12,11 @@ from typing import Literal
 
 from invoiceiq.kit.money import AmountError, parse_amount, split_amount
 from invoiceiq.kit.phone import PhoneError, normalize_msisdn
+from invoiceiq.kit.text import one_line, unshowable, visible_length
 
 DESCRIPTION_MIN, DESCRIPTION_MAX = 3, 120
 BUSINESS_NAME_MIN, BUSINESS_NAME_MAX = 2, 60
+CUSTOMER_NAME_MAX = 80
 ONE_LINE_EXAMPLE = "invoice 0712345678 1500 Logo design"
 # A recipient token made only of digits and phone punctuation is a phone number, never a name.
 _PHONE_LIKE = re.compile(r"^\+?[0-9][0-9()\-.]*$")
@@ -166,12 +168,13 @@ def parse_amount_answer(text: str, *, max_amount: int) -> int:
 
 
 def parse_description(text: str) -> str:
-    description = " ".join(text.split())
-    if not description:
+    description = one_line(text)
+    if not visible_length(description):
         raise CommandError(
             f"Add what the invoice is for after the amount, like: {ONE_LINE_EXAMPLE}"
         )
-    if len(description) < DESCRIPTION_MIN:
+    _refuse_unshowable(description)
+    if visible_length(description) < DESCRIPTION_MIN:
         raise CommandError(
             f"The description is too short: use at least {DESCRIPTION_MIN} characters, "
             "like Logo design."
@@ -185,13 +188,31 @@ def parse_description(text: str) -> str:
 
 
 def parse_business_name(text: str) -> str:
-    name = " ".join(text.split())
-    if len(name) < BUSINESS_NAME_MIN:
+    name = one_line(text)
+    if visible_length(name) < BUSINESS_NAME_MIN:
         raise CommandError("Type name followed by your business name, like: name Wanjiku Designs")
+    _refuse_unshowable(name)
     if len(name) > BUSINESS_NAME_MAX:
         raise CommandError(
             f"That business name is too long: keep it to {BUSINESS_NAME_MAX} characters or fewer."
         )
+    return name
+
+
+def _refuse_unshowable(text: str) -> None:
+    """Text others will read (on the invoice, its page, the receipts) is shown as typed."""
+    problem = unshowable(text)
+    if problem is not None:
+        raise CommandError(problem)
+
+
+def parse_customer_name(text: str) -> str:
+    name = one_line(text)
+    if not 1 <= len(name) <= CUSTOMER_NAME_MAX or not visible_length(name):
+        raise CommandError(
+            f"Keep the name to {CUSTOMER_NAME_MAX} characters or fewer, or type skip."
+        )
+    _refuse_unshowable(name)
     return name
 
 

@@ -22,6 +22,7 @@ from invoiceiq.conversations import repository, texts
 from invoiceiq.conversations.commands import (
     CommandError,
     parse_amount_answer,
+    parse_customer_name,
     parse_description,
     parse_phone,
 )
@@ -103,7 +104,7 @@ def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> No
     if step == "phone":
         data["phone"] = parse_phone(text.strip())
     elif step == "name":
-        data["name"] = None if text.strip().lower() == "skip" else _name(text)
+        data["name"] = None if text.strip().lower() == "skip" else parse_customer_name(text)
     elif step == "amount":
         data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
     else:
@@ -167,13 +168,6 @@ def _current(field: str, data: dict[str, Any]) -> str:
     if field == "amount":
         return f"Now: {format_kes(data['amount_cents'])}."
     return f"Now: {data['description']}."
-
-
-def _name(text: str) -> str:
-    name = " ".join(text.split())
-    if not 1 <= len(name) <= 80:
-        raise CommandError("Keep the name to 80 characters or fewer, or type skip.")
-    return name
 
 
 async def _back(session: AsyncSession, settings: Settings, conversation: Conversation) -> Outbound:
