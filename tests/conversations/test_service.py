@@ -399,6 +399,17 @@ async def invoiced_customer(merchant: Chat, sessions: SessionFactory, database_u
     return customer
 
 
+async def test_a_reaction_or_system_notice_is_not_answered(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    """A 👍 on the invoice is not a question: no invoices again, no help; an image is."""
+    customer = await invoiced_customer(merchant, sessions, database_url)
+    for chat in (customer, merchant):
+        assert await chat._handle(IncomingMessage(_wamid(), chat.phone, "event")) == []
+    assert await customer._handle(IncomingMessage(_wamid(), CUSTOMER, "unsupported"))
+    assert await merchant._handle(IncomingMessage(_wamid(), MERCHANT, "unsupported"))
+
+
 @pytest.mark.parametrize(
     "text", ["Stop!", "STOP.", "stop sending these", "please stop", "Unsubscribe", "*stop*"]
 )

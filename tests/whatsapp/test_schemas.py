@@ -36,10 +36,10 @@ EXPECTED: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {
     ),
     "message_template_button.json": ([("button", "254712345678", None, "pay:INV7K3QX9A")], []),
     "message_image.json": ([("unsupported", "254712345678", None, None)], []),
-    "message_reaction.json": ([("unsupported", "254712345678", None, None)], []),
+    "message_reaction.json": ([("event", "254712345678", None, None)], []),
     "message_unsupported.json": ([("unsupported", "254712345678", None, None)], []),
     "message_location.json": ([("unsupported", "254712345678", None, None)], []),
-    "message_system.json": ([("unsupported", "254712345678", None, None)], []),
+    "message_system.json": ([("event", "254712345678", None, None)], []),
     "message_future_type.json": ([("unsupported", "254712345678", None, None)], []),
     "message_user_id_only.json": ([("text", None, "KE.13491208655302741918", None)], []),
     "batch_multi_entry.json": (

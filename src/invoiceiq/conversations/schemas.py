@@ -10,6 +10,6 @@ from typing import Literal
 class IncomingMessage:
     wamid: str
     phone: str
-    kind: Literal["text", "button", "unsupported"]
+    kind: Literal["text", "button", "unsupported", "event"]
     text: str | None = None
     button_id: str | None = None

@@ -56,6 +56,8 @@ async def handle_message(
         session, phone=message.phone, kind=message.kind, wamid=message.wamid
     )
     await customer_service.record_inbound(session, message.phone)
+    if message.kind == "event":
+        return  # a reaction or a system notice: logged, nobody answered
     # Locking the merchant row serialises one merchant's messages across processes, so two
     # taps of Send (or two answers) cannot both act on the same conversation state.
     merchant = await merchant_service.find(session, message.phone, lock=True)

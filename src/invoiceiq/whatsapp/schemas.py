@@ -309,7 +309,7 @@ _LIST_FILTERS: dict[str, Callable[[list[Any]], list[Any]]] = {
 
 # Flattened events ---------------------------------------------------------------------------
 
-InboundKind = Literal["text", "button", "unsupported"]
+InboundKind = Literal["text", "button", "unsupported", "event"]
 
 
 @dataclass(frozen=True)
@@ -403,9 +403,16 @@ def _contact_for(
     return None
 
 
+# Not a person writing to the business: answering a 👍 with the invoice again is noise.
+_EVENT_TYPES = frozenset({"reaction", "system"})
+
+
 def _content(message: Message) -> tuple[InboundKind, str | None, str | None]:
     """(kind, text, button id). A reply-button or list tap and a template quick reply are all
-    "button"; the rest of WhatsApp's types are "unsupported" (the product answers with help)."""
+    "button"; a reaction or a system notice (a number changed) is an "event", which nobody
+    wrote to be answered; the rest of WhatsApp's types are "unsupported" (answered with help)."""
+    if message.type in _EVENT_TYPES:
+        return "event", None, None
     if message.type == "text" and message.text is not None:
         return "text", message.text.body, None
     if message.type == "interactive" and message.interactive is not None:
