@@ -285,6 +285,23 @@ async def at_the_name_step(merchant: Chat) -> None:
     await merchant.only("0712345678")
 
 
+@pytest.mark.parametrize("typed", ["Cancel.", "cancel!", "Cancel 🙏", "cancel please"])
+async def test_cancel_however_it_is_put_cancels_the_flow(
+    merchant: Chat, sessions: SessionFactory, typed: str
+) -> None:
+    await at_the_name_step(merchant)
+    assert (await merchant.only(typed)).text == texts.FLOW_CANCELLED
+    assert texts.FLOW_ASK_AMOUNT not in (await merchant.only("Jane")).text  # no flow left
+    assert await invoices(sessions) == []
+
+
+@pytest.mark.parametrize("typed", ["Skip!", "skip please"])
+async def test_skip_and_back_however_they_are_put(merchant: Chat, typed: str) -> None:
+    await at_the_name_step(merchant)
+    assert texts.FLOW_ASK_AMOUNT in (await merchant.only(typed)).text
+    assert texts.FLOW_ASK_NAME in (await merchant.only("Back.")).text
+
+
 async def test_a_customer_name_is_shown_as_typed_or_asked_again(merchant: Chat) -> None:
     """The name goes on the invoice, its page and the receipts: no reordering characters,
     nothing invisible taken for a name."""
@@ -655,3 +672,16 @@ async def test_the_same_name_again_or_a_rename_in_open_signup_keeps_the_merchant
     assert "Type invoice" in same.text and "Type invoice" in other.text
     owner = await the_merchant(sessions)
     assert owner is not None and owner.status is MerchantStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    "typed", ["name\nWanjiku Designs", "Name\u00a0Wanjiku Designs", "NAME\tWanjiku Designs"]
+)
+async def test_a_new_user_names_their_business_however_it_is_spaced(
+    sessions: SessionFactory, database_url: str, typed: str
+) -> None:
+    newcomer = Chat(sessions, database_url, "254733000000", {"merchant_signup": "open"})
+    assert "Wanjiku Designs" in (await newcomer.only(typed)).text
+    async with sessions() as session:
+        merchant = await merchant_service.find(session, "254733000000")
+    assert merchant is not None and merchant.business_name == "Wanjiku Designs"

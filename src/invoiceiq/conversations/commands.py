@@ -7,6 +7,7 @@ customer name, an invoice number) to the service.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Literal
 
@@ -197,6 +198,28 @@ def parse_business_name(text: str) -> str:
             f"That business name is too long: keep it to {BUSINESS_NAME_MAX} characters or fewer."
         )
     return name
+
+
+_PUNCTUATION = string.punctuation + "¡¿“”‘’«»…"
+# Courtesy around a one-word answer ("cancel please", "skip tafadhali").
+_COURTESY = frozenset({"please", "pls", "plz", "tafadhali", "asante", "thanks"})
+
+
+def bare_words(lowered: str) -> list[str]:
+    """The words of a message, without the punctuation around them."""
+    words = (w.strip(_PUNCTUATION) for w in lowered.split())
+    return [w for w in words if w]
+
+
+def keyword(text: str) -> str:
+    """A one-word answer as meant: `Cancel.`, `cancel!`, `Cancel 🙏` and `cancel please` are
+    all "cancel"; "" when the message is more than one word (or none)."""
+    words = [
+        word
+        for word in bare_words(text.lower())
+        if any(char.isalnum() for char in word) and word not in _COURTESY
+    ]
+    return words[0] if len(words) == 1 else ""
 
 
 def _refuse_unshowable(text: str) -> None:

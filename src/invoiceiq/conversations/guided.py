@@ -21,6 +21,7 @@ from invoiceiq.config import Settings
 from invoiceiq.conversations import repository, texts
 from invoiceiq.conversations.commands import (
     CommandError,
+    keyword,
     parse_amount_answer,
     parse_customer_name,
     parse_description,
@@ -75,8 +76,7 @@ async def answer(
     session: AsyncSession, settings: Settings, conversation: Conversation, text: str
 ) -> Outbound:
     """Apply one typed answer to the current step; the next prompt, or the same one again."""
-    word = text.strip().lower()
-    if word == "back":
+    if keyword(text) == "back":
         return await _back(session, settings, conversation)
     step = conversation.step
     if step == EDIT_STEP:
@@ -104,7 +104,7 @@ def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> No
     if step == "phone":
         data["phone"] = parse_phone(text.strip())
     elif step == "name":
-        data["name"] = None if text.strip().lower() == "skip" else parse_customer_name(text)
+        data["name"] = None if keyword(text) == "skip" else parse_customer_name(text)
     elif step == "amount":
         data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
@@ -19,6 +17,8 @@ from invoiceiq.conversations.commands import (
     StartGuided,
     Unknown,
     Unpaid,
+    bare_words,
+    keyword,
     parse_command,
 )
 from invoiceiq.conversations.models import Conversation
@@ -133,7 +133,7 @@ async def _in_flow(
 ) -> list[Outbound]:
     """A typed message while a flow is open: cancel, an answer, or a command in between."""
     word = text.strip().lower()
-    if word == "cancel":
+    if keyword(text) == "cancel":
         return [await guided.cancel(session, conversation)]
     if conversation.step == guided.PICK_STEP and word.isdecimal():
         return await _pick(session, settings, merchant, conversation, int(word))
@@ -363,13 +363,6 @@ async def _flow_button(
 # the word ("Stop by the shop tomorrow, I'll pay cash") is not that request.
 OPT_OUT_WORDS = frozenset({"stop", "unsubscribe"})
 OPT_OUT_MAX_WORDS = 3
-_PUNCTUATION = string.punctuation + "¡¿“”‘’«»…"
-
-
-def _bare_words(lowered: str) -> list[str]:
-    """The words of a message, without the punctuation around them."""
-    words = (w.strip(_PUNCTUATION) for w in lowered.split())
-    return [w for w in words if w]
 
 
 async def _customer_opt_out_or_in(
@@ -377,7 +370,7 @@ async def _customer_opt_out_or_in(
 ) -> list[Outbound] | None:
     """STOP or START from a merchant who is also someone's customer (no merchant command is
     either): their invoices from others stop or start again. None for anything else."""
-    words = _bare_words(text.strip().lower())
+    words = bare_words(text.strip().lower())
     if _asks_to_stop(words):
         stopped = await customer_service.opt_out(session, phone)
         return _reply(texts.STOPPED if stopped else texts.NOTHING_TO_STOP)
@@ -396,8 +389,7 @@ async def _from_someone_else(
     session: AsyncSession, settings: Settings, message: IncomingMessage
 ) -> list[Outbound]:
     text = (message.text or "").strip() if message.kind == "text" else ""
-    word = text.lower()
-    if word.startswith("name ") or word == "name":
+    if [word.lower() for word in text.split()[:1]] == ["name"]:  # however it is spaced
         try:
             command = parse_command(text, max_amount=settings.mpesa_max_amount)
         except CommandError as error:
