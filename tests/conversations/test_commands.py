@@ -55,12 +55,21 @@ def test_commands(text: str, expected: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "phone", ["0712345678", "+254712345678", "254712345678", "0112345678", "254112345678"]
+    "phone",
+    [
+        "0712345678",
+        "+254712345678",
+        "254712345678",
+        "0112345678",
+        "254112345678",
+        "\u202a+254712345678\u202c",  # copied from the phone's contacts
+    ],
 )
 def test_one_line_invoice_phone_forms(phone: str) -> None:
     command = parse(f"invoice {phone} 1500 Logo design")
     assert isinstance(command, OneLineInvoice)
-    assert command.phone == ("2541" if phone[-9] == "1" else "2547") + phone[-8:]
+    digits = phone.strip("\u202a\u202c")
+    assert command.phone == ("2541" if digits[-9] == "1" else "2547") + digits[-8:]
     assert command.amount_cents == 150_000
     assert command.description == "Logo design"
 

@@ -71,6 +71,11 @@ def test_normalised_numbers_are_12_digits_and_stable(national: str) -> None:
         ("(0712) 345.678", "254712345678"),
         ("254110345678", "254110345678"),
         ("+254 (0) 712 345678", "254712345678"),
+        ("(+254)712345678", "254712345678"),
+        # Copied from a phone's contacts: wrapped in direction marks, no-break spaces.
+        ("\u202a+254 712 345 678\u202c", "254712345678"),
+        ("+254\u00a0712\u00a0345\u00a0678", "254712345678"),
+        ("\u200e0712345678", "254712345678"),
     ],
 )
 def test_known_spellings(raw: str, expected: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,8 +109,14 @@ def parse_command(text: str, *, max_amount: int) -> Command:
     return Unknown()
 
 
+def _without_format_marks(token: str) -> str:
+    return "".join(char for char in token if unicodedata.category(char) != "Cf")
+
+
 def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
-    """`<phone|saved name> <amount> <description>`; the phone is one token."""
+    """`<phone|saved name> <amount> <description>`; the phone is one token (a copied one
+    may come wrapped in invisible direction marks)."""
+    tokens = [_without_format_marks(tokens[0]), *tokens[1:]]
     if _PHONE_LIKE.match(tokens[0]):
         recipient, after = tokens[:1], tokens[1:]
         span = split_amount(after)

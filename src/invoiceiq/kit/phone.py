@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 import phonenumbers
@@ -28,7 +29,7 @@ _MAX_RAW_LENGTH: Final = 64
 
 # Only what people put around digits. phonenumbers would otherwise read letters as a keypad
 # (0712abc678 becomes a valid number) and accept extensions such as "ext. 12".
-_ALLOWED = re.compile(r"\+?[0-9 ()\-.]+")
+_ALLOWED = re.compile(r"\(?\+?[0-9 ()\-.]+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 _EXAMPLE: Final = "Type it like 0712345678 or +254712345678."
@@ -55,7 +56,7 @@ class PhoneError(ValueError):
 
 def normalize_msisdn(raw: str) -> str:
     """Return a Kenyan mobile as 12 E.164 digits without `+` (`2547…`/`2541…`), or raise."""
-    text = raw.strip()
+    text = _as_typed(raw)
     if not text:
         raise PhoneError(MSG_EMPTY, reason="empty")
     if len(text) > _MAX_RAW_LENGTH:
@@ -76,6 +77,17 @@ def normalize_msisdn(raw: str) -> str:
     if number_type not in _MOBILE_TYPES or not national.startswith(_MOBILE_LEADS):
         raise PhoneError(MSG_NOT_MOBILE, reason="not_mobile")
     return f"{_KENYA_CODE}{national}"
+
+
+def _as_typed(raw: str) -> str:
+    """What the person typed, without what copying adds: invisible format characters (a
+    phone app wraps a copied number in direction marks) and other kinds of space (no-break)."""
+    kept = (
+        " " if unicodedata.category(char) == "Zs" else char
+        for char in raw
+        if unicodedata.category(char) != "Cf"
+    )
+    return "".join(kept).strip()
 
 
 def is_msisdn(raw: str) -> bool:
