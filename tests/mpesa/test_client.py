@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from sqlalchemy import exc as sa_exc
 
 from invoiceiq.config import SANDBOX_PASSKEY
 from invoiceiq.kit.clock import utcnow
@@ -370,6 +371,28 @@ async def test_a_token_refused_twice_is_not_retried_again(
     assert (caught.value.kind, caught.value.error_code) == ("rejected", "404.001.03")
     assert caught.value.token_refused
     assert tokens.invalidated == ["never-issued"]
+    assert daraja.fake.prompts() == []
+
+
+class BrokenTokenStore:
+    """The token store's database fails (locked, unreachable)."""
+
+    async def get(self, fetch: Callable[[], Awaitable[AccessToken]]) -> str:
+        raise sa_exc.OperationalError("SELECT token", {}, Exception("database is locked"))
+
+    async def invalidate(self, token: str) -> None:
+        raise AssertionError("nothing to invalidate")
+
+
+async def test_a_token_store_failure_is_transient_and_nothing_is_sent(
+    daraja: Daraja, http: httpx.AsyncClient
+) -> None:
+    """Transient, so the push job clears "push sent at" and pushes later: the prompt it never
+    sent is not left for the reconciler as if it had gone out."""
+    client = client_for(daraja.base_url, http, tokens=BrokenTokenStore())
+    with pytest.raises(DarajaError) as caught:
+        await push(client, daraja)
+    assert caught.value.kind == "transient" and "database is locked" not in caught.value.message
     assert daraja.fake.prompts() == []
 
 

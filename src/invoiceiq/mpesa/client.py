@@ -298,8 +298,23 @@ class DarajaClient:
             "TransactionDesc": clean_transaction_desc(description),
         }
 
+    async def _token(self, *, refused: str | None = None) -> str:
+        """The token from the store (`refused` forgotten first); the store's own failure (its
+        database) is transient: nothing went to Daraja, so a push can safely be tried again."""
+        try:
+            if refused is not None:
+                await self._tokens.invalidate(refused)
+            return await self._tokens.get(self.fetch_token)
+        except DarajaError:
+            raise
+        except Exception as error:
+            logger.warning("daraja token store failed", extra={"error": type(error).__name__})
+            raise DarajaError(
+                "transient", "Could not reach M-PESA.", provider_message=type(error).__name__
+            ) from error
+
     async def _post(self, path: str, body: dict[str, Any], *, may_have_acted: bool) -> Any:
-        token = await self._tokens.get(self.fetch_token)
+        token = await self._token()
         try:
             return await self._post_once(path, body, token, may_have_acted=may_have_acted)
         except DarajaError as error:
@@ -307,8 +322,7 @@ class DarajaClient:
                 raise
         # Another process (or app) minted a newer token, or ours expired early
         # (https://developer.safaricom.co.ke/apis/Authorization, FAQ): refresh once, retry once.
-        await self._tokens.invalidate(token)
-        token = await self._tokens.get(self.fetch_token)
+        token = await self._token(refused=token)
         return await self._post_once(path, body, token, may_have_acted=may_have_acted)
 
     async def _post_once(
