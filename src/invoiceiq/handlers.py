@@ -23,6 +23,7 @@ from invoiceiq.providers import Providers
 from invoiceiq.whatsapp import callbacks
 from invoiceiq.worker import (
     Handler,
+    OnDead,
     Recorded,
     RetryLater,
     Sweep,
@@ -63,8 +64,13 @@ def outbox_worker(
         _handlers(settings, sessions, providers, sender),
         options or worker_options(settings),
         on_abandoned={SEND_TOPIC: sender.abandoned},
+        on_dead=ON_DEAD,
         sweeps=[_payment_sweep(settings)],
     )
+
+
+# Work a person must pick up when its row dies (the sweep resumes only open attempts).
+ON_DEAD: dict[str, OnDead] = {payment_service.CONFIRM_TOPIC: sweep.claim_left_unconfirmed}
 
 
 def _payment_sweep(settings: Settings) -> Sweep:

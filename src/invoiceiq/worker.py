@@ -48,6 +48,9 @@ Handler = Callable[[ClaimedRow], Awaitable[Recorded | None]]
 # saw the end, so this records what it would have. Called with the row's payload, in the
 # transaction that marks the row dead.
 OnAbandoned = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+# A topic's bookkeeping for any row of it going dead (retries used up, or abandoned): for
+# work a person must now pick up (payments/sweep.py, a success claim no job will confirm).
+OnDead = OnAbandoned
 # A periodic look for work no row will do any more (payments/sweep.py), run in a transaction
 # of its own every `sweep_interval`; it queues rows, and returns how many.
 Sweep = Callable[[AsyncSession, datetime], Awaitable[int]]
@@ -103,6 +106,7 @@ class Worker:
         options: WorkerOptions,
         *,
         on_abandoned: Mapping[str, OnAbandoned] | None = None,
+        on_dead: Mapping[str, OnDead] | None = None,
         sweeps: Sequence[Sweep] = (),
     ) -> None:
         self._sessions = sessions
@@ -110,6 +114,7 @@ class Worker:
         self._statements = single_statement_sessions(sessions)
         self._handlers = dict(handlers)
         self._on_abandoned = dict(on_abandoned or {})
+        self._on_dead = dict(on_dead or {})
         self._options = options
         self._wake = asyncio.Event()
         self._stopping = False
@@ -209,7 +214,7 @@ class Worker:
                 session, expired_before=now - grace, max_attempts=self._options.max_attempts
             )
             for row in buried:
-                await self._abandoned(session, row.id, row.topic, row.payload)
+                await self._bookkeeping(session, row.id, row.topic, row.payload, unfinished=True)
         for row in buried:
             metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
 
@@ -227,22 +232,30 @@ class Worker:
             except Exception:
                 log.exception("outbox sweep failed; run again later")
 
-    async def _abandoned(
-        self, session: AsyncSession, row_id: uuid.UUID, topic: str, payload: dict[str, Any]
+    async def _bookkeeping(
+        self,
+        session: AsyncSession,
+        row_id: uuid.UUID,
+        topic: str,
+        payload: dict[str, Any],
+        *,
+        unfinished: bool,
     ) -> None:
-        """The topic's bookkeeping of a row going dead unfinished, in a savepoint: should it
-        fail, the row goes dead without it (logged), and other rows keep theirs."""
-        hook = self._on_abandoned.get(topic)
-        if hook is None:
-            return
-        try:
-            async with session.begin_nested():
-                await hook(session, payload)
-        except Exception:
-            log.exception(
-                "outbox bookkeeping of an abandoned row failed; it goes dead without it",
-                extra={"topic": topic, "row": str(row_id)},
-            )
+        """The topic's bookkeeping of a row going dead (and, when its last run never finished,
+        of that), each in a savepoint: should one fail, the row goes dead without it (logged),
+        and other rows keep theirs."""
+        hooks = [self._on_abandoned.get(topic) if unfinished else None, self._on_dead.get(topic)]
+        for hook in hooks:
+            if hook is None:
+                continue
+            try:
+                async with session.begin_nested():
+                    await hook(session, payload)
+            except Exception:
+                log.exception(
+                    "outbox bookkeeping of a dead row failed; it goes dead without it",
+                    extra={"topic": topic, "row": str(row_id)},
+                )
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         was_full = len(self._in_flight) >= self._options.concurrency
@@ -329,15 +342,19 @@ class Worker:
         unfinished: bool = False,
     ) -> None:
         now = utcnow()
-        # A row going dead unfinished gets its topic's bookkeeping in the same transaction.
-        abandoned = unfinished and outcome == "dead" and row.topic in self._on_abandoned
-        async with unit_of_work(self._sessions if abandoned else self._statements) as session:
+        # A row going dead gets its topic's bookkeeping in the same transaction.
+        hooked = outcome == "dead" and (
+            row.topic in self._on_dead or (unfinished and row.topic in self._on_abandoned)
+        )
+        async with unit_of_work(self._sessions if hooked else self._statements) as session:
             if outcome == "done":
                 kept = await repository.mark_done(session, row, now=now)
             elif outcome == "dead":
                 kept = await repository.mark_dead(session, row, error=error or "failed")
-                if kept and abandoned:
-                    await self._abandoned(session, row.id, row.topic, row.payload)
+                if kept and hooked:
+                    await self._bookkeeping(
+                        session, row.id, row.topic, row.payload, unfinished=unfinished
+                    )
             else:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)

@@ -573,7 +573,7 @@ async def test_bookkeeping_that_fails_is_undone_for_its_row_only(
         assert row.status is OutboxStatus.DEAD
         assert row.last_error is not None and "lease expired" in row.last_error
     assert await kept(sessions) == [{"n": 8}]
-    [failure] = [r for r in caplog.records if "bookkeeping of an abandoned row" in r.message]
+    [failure] = [r for r in caplog.records if "bookkeeping of a dead row" in r.message]
     assert failure.__dict__["row"] == str(broken)
 
 
@@ -635,6 +635,36 @@ async def test_a_handler_that_ended_its_last_run_gets_no_abandoned_bookkeeping(
 
     assert (await fetch(sessions, row_id)).status is OutboxStatus.DEAD
     assert calls == []
+
+
+@pytest.mark.parametrize("abandoned", [False, True], ids=["retries used up", "abandoned"])
+async def test_every_row_going_dead_gets_its_topics_on_dead_bookkeeping(
+    sessions: SessionFactory, abandoned: bool
+) -> None:
+    """However it died: its handler failed its last run, or nobody saw the end of it (then the
+    abandoned bookkeeping runs as well); other topics have none."""
+    dead_calls: list[dict[str, Any]] = []
+    abandoned_calls: list[dict[str, Any]] = []
+    row_id = await add(sessions, {"n": 7})
+    other_id = await add(sessions, {"n": 8}, topic="test.other")
+    if abandoned:
+        await abandon_all(sessions)
+    fail = failing(lambda _: RuntimeError("boom"), [])
+    worker = Worker(
+        sessions,
+        {TOPIC: fail, "test.other": fail},
+        options(max_attempts=1, handler_timeout=SHORT_TIMEOUT),
+        on_abandoned={TOPIC: bookkeeping(abandoned_calls)},
+        on_dead={TOPIC: bookkeeping(dead_calls)},
+    )
+
+    await worker.run_until_idle()
+
+    for dead in (row_id, other_id):
+        assert (await fetch(sessions, dead)).status is OutboxStatus.DEAD
+    assert dead_calls == [{"n": 7}]
+    assert abandoned_calls == ([{"n": 7}] if abandoned else [])
+    assert len(await kept(sessions)) == (2 if abandoned else 1)
 
 
 # Sweeps

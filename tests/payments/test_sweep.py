@@ -16,16 +16,19 @@ import sqlalchemy as sa
 
 from invoiceiq.config import Settings
 from invoiceiq.db.engine import SessionFactory
-from invoiceiq.db.models import Payment
+from invoiceiq.db.models import MessageLog, Payment
 from invoiceiq.db.uow import unit_of_work
+from invoiceiq.handlers import ON_DEAD
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
+from invoiceiq.outbox.service import enqueue
 from invoiceiq.outbox.states import OutboxStatus
 from invoiceiq.payments import messages, repository, service
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.payments.sweep import SWEEP_BATCH, resume_stuck
+from invoiceiq.worker import Worker, WorkerOptions
 from payments.flows import callback_body, fake_prompt
 from payments.test_give_up import PendingDaraja
 from support import factories
@@ -206,3 +209,39 @@ async def test_one_sweep_takes_a_batch_and_the_next_the_rest(
     assert await sweep(sessions, settings) == SWEEP_BATCH
     assert await sweep(sessions, settings) == 2
     assert await sweep(sessions, settings) == 0
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.FAILED, PaymentStatus.INITIATED])
+async def test_a_confirmation_that_dies_on_an_attempt_given_up_flags_it_for_a_person(
+    sessions: SessionFactory, settings: Settings, status: PaymentStatus
+) -> None:
+    """A late success claim on an attempt given up has only its confirmation row: when that
+    dies, the sweep (open attempts only) would never find it, so its death flags the payment
+    and tells the merchant. An open attempt's is left to the sweep."""
+    payment = await open_attempt(sessions, settings, pushed_ago=1, status=status)
+    async with unit_of_work(sessions) as session:
+        await enqueue(session, service.CONFIRM_TOPIC, {"payment_id": str(payment.id)}, "c")
+
+    async def database_down(row: ClaimedRow) -> None:
+        raise ConnectionError("database unreachable")
+
+    worker = Worker(
+        sessions,
+        {service.CONFIRM_TOPIC: database_down},
+        WorkerOptions(max_attempts=1),
+        on_dead=ON_DEAD,
+    )
+    await worker.run_until_idle()
+
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        alerts = await session.scalars(
+            sa.select(MessageLog).where(MessageLog.kind == "review_alert")
+        )
+        told = list(alerts)
+    assert fresh is not None and fresh.status is status
+    if status is PaymentStatus.FAILED:
+        assert fresh.needs_review and fresh.review_reason == messages.CLAIM_UNCONFIRMED_REASON
+        assert len(told) == 1
+    else:
+        assert not fresh.needs_review and told == []

@@ -5,7 +5,8 @@ An open attempt blocks its invoice (no second attempt, no cancel) and its custom
 die before it does, after OUTBOX_MAX_ATTEMPTS failures (a database outage of a few minutes, say).
 The worker runs this sweep every so often: an attempt open past RECONCILE_GIVE_UP with none of
 those rows still to run gets one more, which settles it by STK Query or gives it up, as the dead
-row would have.
+row would have. A confirmation row that dies on an attempt no longer open (a late success claim
+on one given up) leaves no open attempt to find: its death flags the payment for a person.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.outbox import service as outbox
-from invoiceiq.payments import repository, service, settlement
+from invoiceiq.payments import messages, repository, review, service, settlement
 from invoiceiq.payments.models import Payment
+from invoiceiq.payments.states import PaymentStatus
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +76,13 @@ async def _queue_settling_job(session: AsyncSession, payment: Payment, *, now: d
         "open payment attempt had no job left to settle it; one queued",
         extra={"payment": str(payment.id)},
     )
+
+
+async def claim_left_unconfirmed(session: AsyncSession, payload: dict[str, Any]) -> None:
+    """A confirmation row died (retries used up): a success claim on an attempt given up
+    before it came has no job left to confirm it, nor does the sweep look at closed attempts,
+    so it is flagged (its merchant told, `payments review` lists it). An open attempt is left
+    to the sweep."""
+    payment = await repository.get(session, uuid.UUID(payload["payment_id"]), lock=True)
+    if payment is not None and payment.status is PaymentStatus.FAILED:
+        await review.flag(session, payment, messages.CLAIM_UNCONFIRMED_REASON)
