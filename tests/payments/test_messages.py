@@ -75,3 +75,16 @@ def test_an_unconfirmed_payment_asks_not_to_pay_twice_in_both_forms() -> None:
         for part in ("could not confirm", "confirmation SMS", "do not pay again", "INV7K3QX9A"):
             assert part in form, (part, form)
         assert "KSh 1,500" in form and "did not go through" not in form
+
+
+def test_a_review_alert_promises_nothing_it_cannot_know() -> None:
+    """Flagged payments include ones where no money may have moved at all (a push never heard
+    of), and a reply to the alert reaches the command parser, not a person."""
+    notice = messages.review_for_merchant(
+        an_invoice(), amount_cents=150_000, reason=messages.OUTCOME_UNKNOWN_REASON
+    )
+    assert notice.template is not None
+    rendered = load_templates()["merchant_payment_review"].render(notice.template.params)
+    for form in (notice.text, rendered):
+        assert "M-PESA statement" in form and "INV7K3QX9A" in form
+        assert "recorded" not in form and "Reply" not in form

@@ -209,7 +209,7 @@ def review_for_merchant(invoice: Invoice | None, *, amount_cents: int, reason: s
     amount = format_kes(amount_cents)
     text = (
         f"A payment of {amount} for invoice {number} needs a review: {reason}. "
-        "The money is recorded and will not be lost; our team will look at it."
+        "Our team will check it against the M-PESA statement."
     )
     return Outbound(
         kind="review_alert",
