@@ -68,14 +68,17 @@ def approve(msisdn: Msisdn) -> None:
 
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
+            before = await merchant_service.find(session, phone, lock=True)
+            was = before.status if before else None
+            pending = before.pending_business_name if before else None
+            unchanged = was is MerchantStatus.ACTIVE and not pending
             merchant = await merchant_service.approve(session, phone=phone)
             name = merchant.business_name or ""
-            await notifications.send(
-                session,
-                to=phone,
-                message=_approved(name),
-            )
-            return f"approved {mask_msisdn(phone)} ({name})"
+            if unchanged:  # nothing new to tell them
+                return f"{mask_msisdn(phone)} ({name}) was active already: nothing to approve"
+            await notifications.send(session, to=phone, message=_approved(name))
+            lifted = "; was suspended, can invoice again" if was is MerchantStatus.SUSPENDED else ""
+            return f"approved {mask_msisdn(phone)} ({name}){lifted}"
 
         return await in_transaction(settings, change)
 

@@ -272,7 +272,15 @@ async def test_merchant_must_name_business_be_approved_and_not_suspended(databas
         await _cli(app, "merchant", "suspend", MERCHANT)
         await merchant.say("invoice 0712345678 200 Tea")
         assert "suspended" in (await merchant.next_reply(timeout=10))["text"]
+        # Approving lifts a suspension, and says so; approving an active merchant again is
+        # nothing new, for the operator nor the merchant.
+        assert "was suspended, can invoice again" in await _cli(
+            app, "merchant", "approve", MERCHANT
+        )
+        assert "approved" in (await merchant.next_reply())["text"]
+        assert "nothing to approve" in await _cli(app, "merchant", "approve", MERCHANT)
     assert len(await rows(database_url, Invoice)) == 1
+    assert len(await rows(database_url, MessageLog, MessageLog.kind == "account")) == 2
 
 
 async def test_an_approval_after_the_merchants_window_closed_goes_as_its_template(
@@ -291,7 +299,7 @@ async def test_an_approval_after_the_merchants_window_closed_goes_as_its_templat
     assert approval["template"]["params"] == ["Chai Point"]
 
 
-async def _cli(app: RunningApp, *args: str) -> None:
+async def _cli(app: RunningApp, *args: str) -> str:
     import os
     import sys
 
@@ -307,6 +315,7 @@ async def _cli(app: RunningApp, *args: str) -> None:
     )
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
+    return output.decode()
 
 
 async def test_stop_and_start(database_url: str) -> None:
