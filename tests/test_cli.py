@@ -120,6 +120,42 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path: Path) ->
     assert "hunter2" not in result.stderr
 
 
+OPERATOR_COMMANDS = [
+    ["merchant", "api-key", "0712345678"],
+    ["merchant", "suspend", "0712345678"],
+    ["payments", "review"],
+    ["payments", "query", "INV7K3QX9A"],
+    ["outbox", "list"],
+]
+
+
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("database", ["missing file", "not migrated", "unreachable"])
+def test_operator_commands_on_a_database_not_ready_say_so_and_write_nothing(
+    tmp_path: Path, command: list[str], database: str
+) -> None:
+    path = tmp_path / "invoiceiq.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    if database == "not migrated":
+        sqlite3.connect(path).close()  # there, but empty
+    elif database == "unreachable":
+        url = f"postgresql+asyncpg://postgres:hunter2@127.0.0.1:{free_port()}/invoiceiq"
+    result = invoiceiq(*command, cwd=tmp_path, database_url=url)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    expected = {
+        "missing file": "no database at sqlite+aiosqlite:///",
+        "not migrated": "the database at sqlite+aiosqlite:///",
+        "unreachable": "cannot connect to postgresql+asyncpg://postgres:***@127.0.0.1",
+    }[database]
+    assert f"Database error: {expected}" in result.stderr
+    if database == "not migrated":
+        assert "is not at the latest migration; run `invoiceiq db upgrade`" in result.stderr
+    assert path.exists() is (database == "not migrated")  # no empty database left behind
+    if path.exists():
+        assert tables(path) == set()
+
+
 def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> None:
     app = create_app(make_settings(), run_worker=False)
     closed = uvicorn_config(app, make_settings(), host="127.0.0.1", port=8000)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
+import sqlalchemy as sa
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from invoiceiq.api import service as api_service
 from invoiceiq.config import Settings
 from invoiceiq.conversations import texts
-from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.db import migrate
+from invoiceiq.db.engine import (
+    DatabaseUnreachable,
+    check_connection,
+    make_engine,
+    make_session_factory,
+)
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.errors import AppError
 from invoiceiq.kit.http import make_http_client
@@ -39,9 +47,40 @@ def _phone(raw: str) -> str:
         raise typer.Exit(code=2) from None
 
 
+async def ready_engine(settings: Settings) -> AsyncEngine:
+    """An engine on a database an operator command can use: there, reachable, and migrated
+    (else DatabaseUnreachable, told as one sentence). A SQLite file is never created here:
+    an operator command on a mistyped path must not leave an empty database behind."""
+    url = sa.make_url(settings.database_url)
+    where = url.render_as_string(hide_password=True)
+    if _missing_sqlite_file(url):
+        raise DatabaseUnreachable(
+            f"no database at {where}; check DATABASE_URL, or create it with `invoiceiq db upgrade`"
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        await check_connection(engine)
+        if not await migrate.is_at_head(engine):
+            raise DatabaseUnreachable(
+                f"the database at {where} is not at the latest migration; run "
+                "`invoiceiq db upgrade` first"
+            )
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+def _missing_sqlite_file(url: sa.URL) -> bool:
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return False
+    return not Path(path).exists()
+
+
 async def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction (the CLI's commit site is db/uow)."""
-    engine = make_engine(settings.database_url)
+    engine = await ready_engine(settings)
     try:
         async with unit_of_work(make_session_factory(engine)) as session:
             return await work(session)

@@ -9,18 +9,20 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
-import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 from invoiceiq.admin_cli import merchant_app, whatsapp_app
 from invoiceiq.config import Settings, describe_settings_error
 from invoiceiq.db import migrate
-from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.db.engine import (
+    DatabaseUnreachable,
+    check_connection,
+    make_engine,
+    make_session_factory,
+)
 from invoiceiq.handlers import outbox_worker as make_outbox_worker
 from invoiceiq.main import create_app
 from invoiceiq.ops.logging import configure_logging
@@ -54,10 +56,6 @@ def load_settings() -> Settings:
         raise typer.Exit(code=2) from None
 
 
-class DatabaseUnreachable(Exception):
-    """The database named by DATABASE_URL cannot be reached: a configuration problem."""
-
-
 def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; an unreachable database is a message and exit code 1, not a traceback."""
 
@@ -74,24 +72,10 @@ def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
 async def _upgrade(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
-        await _check_connection(engine)
+        await check_connection(engine)
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
-
-
-async def _check_connection(engine: AsyncEngine) -> None:
-    """Connect once before migrating: a wrong URL, host or password gets a clear message,
-    while a failing migration (a bug, not configuration) keeps its traceback."""
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(sa.text("SELECT 1"))
-    except (OSError, TimeoutError, SQLAlchemyError) as error:
-        where = engine.url.render_as_string(hide_password=True)
-        reason = getattr(error, "orig", None) or error
-        raise DatabaseUnreachable(
-            f"cannot connect to {where} ({type(reason).__name__}: {reason}); check DATABASE_URL"
-        ) from error
 
 
 @db_app.command("upgrade")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,6 +19,25 @@ from sqlalchemy.orm import Session
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+class DatabaseUnreachable(Exception):
+    """The database named by DATABASE_URL cannot be used (unreachable, missing, or not
+    migrated): a configuration problem, told in a sentence rather than a traceback."""
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Connect once: a wrong URL, host or password gets a clear message (DatabaseUnreachable),
+    while a failure after that (a bug, not configuration) keeps its traceback."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    except (OSError, TimeoutError, SQLAlchemyError) as error:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = getattr(error, "orig", None) or error
+        raise DatabaseUnreachable(
+            f"cannot connect to {where} ({type(reason).__name__}: {reason}); check DATABASE_URL"
+        ) from error
 
 
 def make_engine(database_url: str, *, pool_size: int = 15, max_overflow: int = 5) -> AsyncEngine:

@@ -14,9 +14,9 @@ from typing import Annotated, NoReturn
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoiceiq.admin_cli import _run_admin, in_transaction
+from invoiceiq.admin_cli import _run_admin, in_transaction, ready_engine
 from invoiceiq.config import Settings
-from invoiceiq.db.engine import make_engine, make_session_factory
+from invoiceiq.db.engine import make_session_factory
 from invoiceiq.inbox import service as inbox
 from invoiceiq.inbox.models import InboxEvent
 from invoiceiq.kit.clock import nairobi
@@ -47,7 +47,7 @@ def query(
     or failed so the customer can tap Pay again."""
 
     async def work(settings: Settings) -> str:
-        engine = make_engine(settings.database_url)
+        engine = await ready_engine(settings)
         sessions = make_session_factory(engine)
         # Like `invoiceiq worker`: with the simulator on, Daraja is the one BASE_URL serves.
         providers = make_providers(settings, local_origin=settings.base_url, sessions=sessions)
