@@ -27,6 +27,7 @@ from invoiceiq.ops.logging import (
     request_id_var,
 )
 from invoiceiq.ops.middleware import SLOW_REQUEST_S
+from invoiceiq.web.pdf import PdfContent, build_pdf
 
 # One Kenyan mobile written the three ways people write it, and what each becomes.
 PHONES = {
@@ -383,3 +384,25 @@ async def test_fast_successes_are_counted_not_logged_but_errors_and_slow_ones_ar
     ]
     assert logged == [("/test/slow", 200), ("unmatched", 404)]
     assert 'route="/healthz",status="200"' in metrics_text
+
+
+def test_a_pdf_with_characters_its_font_lacks_logs_none_of_them(root_output: io.StringIO) -> None:
+    """fpdf lists the characters it has no glyph for: a customer's name, a description."""
+    content = PdfContent(
+        business_name="Wanjiku Designs",
+        number="INV7K3QX9A",
+        date="26 Nov 2026",
+        status_label="Unpaid",
+        customer="王小明 · 2547•••••678",
+        description="设计费用 🎂",
+        amount="KSh 1,500",
+        vat_line=None,
+        paid=False,
+        paid_at=None,
+        receipt=None,
+        link=None,
+    )
+    assert build_pdf(content).startswith(b"%PDF")
+    entries = [json.loads(line) for line in root_output.getvalue().splitlines()]
+    shown = json.dumps(entries, ensure_ascii=False)  # as a log viewer shows them
+    assert not any(char in shown for char in "王小明设计费用🎂")

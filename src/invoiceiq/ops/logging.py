@@ -23,11 +23,13 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "color_message",
 }
 # httpx logs every outbound URL at INFO; provider URLs may carry tokens and phone numbers.
-# fontTools logs a dozen lines per PDF at INFO ("glyf pruned"): chatter.
+# fontTools logs a dozen lines per PDF at INFO ("glyf pruned"): chatter. fpdf warns of
+# characters the font has no glyph for by listing them: a customer's name, a description.
 QUIET_LOGGERS = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
     "fontTools": logging.WARNING,
+    "fpdf": logging.ERROR,
 }
 # How deep `extra` values (dicts, lists) are searched for phone numbers.
 _MAX_DEPTH = 6

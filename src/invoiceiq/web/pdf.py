@@ -1,7 +1,9 @@
 """The invoice as a PDF (a receipt once paid), made with fpdf2: pure Python, wheels only.
 
 DejaVu Sans is bundled (fonts/, with its licence) and embedded as a subset, so `KSh`, accents
-and a business name in most scripts render as typed, the same on every machine. Text is drawn
+and names in Latin, Greek, Cyrillic, Arabic or Hebrew letters render the same on every machine;
+it has no Chinese, Japanese or Korean characters nor colour emoji, which are left blank (the
+page shows them). Text is drawn
 as text: a name holding markup shows its characters, nothing is interpreted. The customer's
 number is masked, as on the page.
 """
