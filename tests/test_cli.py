@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from conftest import make_settings
+from invoiceiq import cli
 from invoiceiq.cli import freeze_startup_objects, uvicorn_config
 from invoiceiq.config import Settings
 from invoiceiq.main import create_app
@@ -293,3 +295,18 @@ def test_start_up_objects_are_frozen_out_of_the_collectors_sight() -> None:
         assert not any(o is start_up for o in walked)
     finally:
         gc.unfreeze()
+
+
+def test_bench_passes_its_options_to_the_benchmarks(tmp_path: Path) -> None:
+    result = invoiceiq("bench", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m bench" in result.stdout and "--split-worker" in result.stdout
+
+
+def test_bench_outside_a_clone_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "REPOSITORY", tmp_path)  # an installed package: no bench/ beside it
+    result = CliRunner().invoke(cli.app, ["bench", "e2e"])
+    assert result.exit_code == 2
+    assert "from a clone of the repository" in result.output

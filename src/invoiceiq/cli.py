@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -170,6 +174,36 @@ async def _run_worker(settings: Settings) -> None:
         await providers.aclose()
         await engine.dispose()
     log.info("worker stopped")
+
+
+# The benchmarks live beside the package in a clone (src/invoiceiq → the repository's bench/).
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(context: typer.Context) -> None:
+    """The load and end-to-end benchmarks (README, Performance), as `make bench` runs them;
+    options pass through (`invoiceiq bench --help`). From a clone of the repository only."""
+    if not (REPOSITORY / "bench" / "__main__.py").is_file():
+        typer.echo(
+            "The benchmarks come with the source, not the installed package: run "
+            "`make bench` (or `invoiceiq bench`) from a clone of the repository.",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    # Our own scripts, and the operator's own options passed on as argv (no shell).
+    if "--help" not in context.args and "-h" not in context.args:
+        prepare = [shutil.which("bash") or "/bin/bash", str(REPOSITORY / "bench" / "prepare.sh")]
+        prepared = subprocess.run(prepare, check=False)  # noqa: S603
+        if prepared.returncode != 0:
+            raise typer.Exit(code=prepared.returncode)
+    command = [sys.executable, "-m", "bench", *context.args]
+    ran = subprocess.run(command, cwd=REPOSITORY, check=False)  # noqa: S603
+    raise typer.Exit(code=ran.returncode)
 
 
 def main() -> None:
