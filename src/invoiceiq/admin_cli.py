@@ -28,6 +28,7 @@ from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound, TemplateCall
+from invoiceiq.ops.logging import configure_logging
 from invoiceiq.whatsapp.client import WhatsAppClient
 from invoiceiq.whatsapp.errors import WhatsAppError
 
@@ -92,6 +93,7 @@ def _run_admin(work: Callable[[Settings], Awaitable[str]]) -> None:
     from invoiceiq.cli import load_settings, run
 
     settings = load_settings()
+    configure_logging()  # what the command logs is JSON and masked, as the servers' is
     try:
         typer.echo(run(lambda: work(settings)))
     except AppError as error:

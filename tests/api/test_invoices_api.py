@@ -365,6 +365,22 @@ async def test_remind_sends_the_invoice_again(database_url: str, sessions: Sessi
     assert await count(sessions, MessageLog, MessageLog.kind == "reminder") == 1
 
 
+async def test_a_suspended_merchants_reminder_is_refused_as_documented(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    merchant, key = await merchant_with_key(sessions)
+    async with sessions() as session, session.begin():
+        invoice = await factories.invoice(session, merchant=merchant)
+        merchant.status = MerchantStatus.SUSPENDED
+        session.add(merchant)
+    async with in_process(settings) as http:
+        refused = await http.post(f"/api/v1/invoices/{invoice.number}/remind", headers=bearer(key))
+        spec = (await http.get("/openapi.json")).json()
+    assert error_of(refused, 403)["code"] == "merchant_cannot_invoice"
+    assert "403" in spec["paths"]["/api/v1/invoices/{number}/remind"]["post"]["responses"]
+    assert await count(sessions, MessageLog, MessageLog.kind == "reminder") == 0
+
+
 async def test_openapi_documents_the_api_with_examples(settings: Settings) -> None:
     async with in_process(settings) as http:
         spec = (await http.get("/openapi.json")).json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -372,6 +373,18 @@ async def test_a_token_refused_twice_is_not_retried_again(
     assert caught.value.token_refused
     assert tokens.invalidated == ["never-issued"]
     assert daraja.fake.prompts() == []
+
+
+async def test_a_query_still_being_processed_is_no_warning(
+    daraja: Daraja, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The usual answer while the customer decides: the reconciler asks it again and again."""
+    client = client_for(daraja.base_url, http)
+    accepted = await push(client, daraja)
+    with caplog.at_level(logging.INFO, logger="invoiceiq.mpesa.client"):
+        assert (await client.stk_query(accepted.checkout_request_id)).state == "pending"
+    [record] = [r for r in caplog.records if r.getMessage() == "daraja call failed"]
+    assert record.levelno == logging.INFO
 
 
 class BrokenTokenStore:

@@ -123,7 +123,7 @@ async def cancel_invoice(
 
 @router.post(
     "/invoices/{number}/remind",
-    responses=_errors(404, 409),
+    responses=_errors(403, 404, 409),
     summary="Send the invoice to the customer again (at most once per REMIND_MIN_INTERVAL)",
 )
 async def remind_invoice(

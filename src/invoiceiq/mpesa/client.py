@@ -358,7 +358,9 @@ class DarajaClient:
                 "M-PESA sent an answer we cannot read.",
                 http_status=response.status_code,
             )
-        logger.warning(
+        # "Still being processed" is the usual answer to a query while the customer decides.
+        logger.log(
+            logging.INFO if failure.pending else logging.WARNING,
             "daraja call failed",
             extra={
                 "path": path,
