@@ -368,11 +368,9 @@ async def test_remind_sends_the_invoice_again(database_url: str, sessions: Sessi
 async def test_a_suspended_merchants_reminder_is_refused_as_documented(
     settings: Settings, sessions: SessionFactory
 ) -> None:
-    merchant, key = await merchant_with_key(sessions)
+    merchant, key = await merchant_with_key(sessions, status=MerchantStatus.SUSPENDED)
     async with sessions() as session, session.begin():
-        invoice = await factories.invoice(session, merchant=merchant)
-        merchant.status = MerchantStatus.SUSPENDED
-        session.add(merchant)
+        invoice = await factories.invoice(session, merchant=merchant, status=InvoiceStatus.SENT)
     async with in_process(settings) as http:
         refused = await http.post(f"/api/v1/invoices/{invoice.number}/remind", headers=bearer(key))
         spec = (await http.get("/openapi.json")).json()
