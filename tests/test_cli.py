@@ -310,3 +310,25 @@ def test_bench_outside_a_clone_says_where_to_run_it(
     result = CliRunner().invoke(cli.app, ["bench", "e2e"])
     assert result.exit_code == 2
     assert "from a clone of the repository" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),
+        ("::", "http://127.0.0.1:8000"),
+        ("192.0.2.2", "http://192.0.2.2:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("localhost", "http://localhost:8000"),
+    ],
+)
+def test_serve_reaches_itself_where_it_listens(host: str, origin: str) -> None:
+    """The built-in simulator and the worker's provider calls go to this address."""
+    assert cli.local_origin(host, 8000) == origin
+
+
+def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    result = invoiceiq("serve", "--port", "99999", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--port" in result.stderr and "65535" in result.stderr

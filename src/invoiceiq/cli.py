@@ -94,7 +94,7 @@ def db_upgrade() -> None:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Leave the outbox to `invoiceiq worker` processes.")
     ] = False,
@@ -104,10 +104,18 @@ def serve(
     configure_logging()
     run(lambda: _upgrade(settings))
     application = create_app(
-        settings, run_worker=not no_worker, local_origin=f"http://127.0.0.1:{port}"
+        settings, run_worker=not no_worker, local_origin=local_origin(host, port)
     )
     freeze_startup_objects()
     uvicorn.Server(uvicorn_config(application, settings, host=host, port=port)).run()
+
+
+def local_origin(host: str, port: int) -> str:
+    """Where this process reaches itself (its simulator, its own webhooks): the address it
+    listens on, or loopback when it listens on every address."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognised, not bound to
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def freeze_startup_objects() -> None:
