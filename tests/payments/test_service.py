@@ -4,7 +4,7 @@ only by luck of timing (a re-run push handler, a reused receipt, a resolved revi
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.mpesa.client import StkPushAccepted, StkQueryResult
-from invoiceiq.mpesa.schemas import parse_callback
+from invoiceiq.mpesa.schemas import StkCallback, parse_callback
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.payments import repository, review, service, settlement, success
@@ -198,6 +198,60 @@ async def test_orphan_successes_match_only_pushes_that_may_have_prompted(
 
     assert {p.id for p in found} == {open_.id, given_up.id}
     assert refused.id not in {p.id for p in found}
+
+
+def late_success(made: datetime | None) -> StkCallback:
+    """A success whose CheckoutRequestID no attempt of ours stored (the push's answer was
+    lost), paid at `made` by M-PESA's clock."""
+    return StkCallback(
+        "29115-1", "ws_CO_never_stored", "0", "ok", True, 1500, "ULATE00001", made, CUSTOMER
+    )
+
+
+@pytest.mark.parametrize(
+    ("made", "matched"),
+    [
+        ("after B's push", "B"),
+        ("unknown", "B"),
+        ("before B's push", None),
+    ],
+)
+async def test_an_orphan_success_is_matched_only_to_the_one_push_that_could_own_it(
+    session: AsyncSession, settings: Settings, made: str, matched: str | None
+) -> None:
+    b_pushed = utcnow() - timedelta(seconds=20)
+    b = await factories.payment(session, push_sent_at=b_pushed)
+    when = {
+        "after B's push": b_pushed + timedelta(seconds=15),
+        "unknown": None,
+        "before B's push": b_pushed - timedelta(minutes=10),
+    }[made]
+
+    found = await settlement.match_orphan_success(session, settings, late_success(when))
+
+    assert (found.id if found else None) == (b.id if matched else None)
+
+
+@pytest.mark.parametrize("dated", [True, False], ids=["dated", "undated"])
+async def test_a_late_success_of_an_older_attempt_is_not_matched_to_a_recent_one(
+    session: AsyncSession, settings: Settings, dated: bool
+) -> None:
+    """A, given up long before the window, is whose the money most likely is; B is the one
+    recent attempt of the same phone and amount. Matching B would pay the wrong invoice."""
+    a_pushed = utcnow() - timedelta(hours=2)
+    await factories.payment(
+        session,
+        status=PaymentStatus.FAILED,
+        result_code="no_response",
+        push_sent_at=a_pushed,
+        completed_at=a_pushed + timedelta(seconds=settings.reconcile_give_up),
+    )
+    b = await factories.payment(session, push_sent_at=utcnow() - timedelta(seconds=20))
+    made = a_pushed + timedelta(seconds=30) if dated else None
+
+    assert await settlement.match_orphan_success(session, settings, late_success(made)) is None
+    fresh = await repository.get(session, b.id)
+    assert fresh is not None and fresh.checkout_request_id is None
 
 
 async def test_a_flag_is_told_once_per_reason_and_reopens_after_a_review(
