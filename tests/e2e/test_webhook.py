@@ -110,14 +110,23 @@ async def test_with_an_app_secret_the_body_signature_is_checked_too(database_url
         # The signature covers the exact bytes: the same JSON re-encoded does not pass.
         altered = body.replace(b"hello", b"hellO")
         tampered = await post(app, altered, headers={**secret, "X-Hub-Signature-256": good})
-        signed_without_secret = await post(app, body, headers={"X-Hub-Signature-256": good})
+        wrong_secret = await post(
+            app, body, headers={"X-Webhook-Secret": "wrong", "X-Hub-Signature-256": good}
+        )
+        unsigned_without_secret = await post(app, body, headers={})
         assert await rows(database_url, InboxEvent) == []
         accepted = await post(app, body, headers={**secret, "X-Hub-Signature-256": good})
         welcome = (await app.phone(CUSTOMER).wait_for_count(1))[0]
-    for refused in (no_signature, bad_signature, other_key, tampered):
+        # Meta, posting directly, signs but cannot send our header: the signature suffices.
+        again = json.dumps(envelope(messages=[text_message(CUSTOMER, "hi")])).encode()
+        from_meta = await post(
+            app, again, headers={"X-Hub-Signature-256": signature(again, "meta-app-secret")}
+        )
+        await app.phone(CUSTOMER).wait_for_count(2)
+    for refused in (no_signature, bad_signature, other_key, tampered, wrong_secret):
         assert refused.status_code == 403, refused.text
-    assert signed_without_secret.status_code == 401
-    assert accepted.status_code == 200
+    assert unsigned_without_secret.status_code == 403
+    assert accepted.status_code == 200 and from_meta.status_code == 200
     assert "name" in welcome["text"]
 
 
