@@ -235,6 +235,8 @@ def app_env(dsn: str, app_port: int, simulator_port: int | None, **extra: Any) -
         sim = f"http://{LOOPBACK}:{simulator_port}/simulator"
         values["whatsapp_api_url"] = f"{sim}/whatsapp"
         values["mpesa_api_url"] = f"{sim}/daraja"
+    else:  # the ingest server calls no provider; settings still need a Daraja to name
+        values["mpesa_environment"] = "sandbox"
     values.update(extra)
     return base_env(**values)
 

@@ -123,7 +123,14 @@ def test_sandbox_passkey_is_safaricoms_published_one() -> None:
 def test_simulator_is_on_in_development_and_off_in_production() -> None:
     assert settings().simulator_enabled is True
     assert settings(**PRODUCTION).simulator_enabled is False
-    assert settings(simulator=False).simulator_enabled is False
+    assert settings(simulator=False, mpesa_environment="sandbox").simulator_enabled is False
+
+
+def test_the_simulator_off_with_nowhere_else_for_daraja_is_refused() -> None:
+    """Its Daraja lives in the app only while it is on: every push would fail."""
+    with pytest.raises(ValidationError, match="MPESA_ENVIRONMENT to sandbox or production"):
+        settings(simulator=False)
+    assert settings(simulator=False, mpesa_api_url="http://127.0.0.1:9000/simulator/daraja")
 
 
 def test_merchant_signup_is_open_in_development_and_approval_in_production() -> None:

@@ -134,6 +134,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _daraja_somewhere(self) -> Settings:
+        # The simulator's Daraja lives in the app only while the simulator is on: off, with
+        # no other address, every push would fail.
+        simulated = self.mpesa_environment is MpesaEnvironment.SIMULATOR
+        nowhere = simulated and not self.simulator_enabled and not self.mpesa_api_url
+        # (production names every problem at once, below)
+        if nowhere and not self.is_production:
+            raise ValueError(
+                "SIMULATOR is off but MPESA_ENVIRONMENT=simulator: set MPESA_ENVIRONMENT "
+                "to sandbox or production, or MPESA_API_URL to a standalone simulator"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
             problems = production_problems(self)
