@@ -357,10 +357,15 @@ async def test_an_undeliverable_invoice_is_told_to_the_merchant_once(database_ur
 RAW_KINDS = {
     "image": {"type": "image", "image": {"id": "1234", "mime_type": "image/jpeg"}},
     "location": {"type": "location", "location": {"latitude": -1.28, "longitude": 36.82}},
-    "reaction": {"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}},
     "unsupported": {"type": "unsupported", "errors": [{"code": 131051}]},
     "future": {"type": "hologram", "hologram": {"depth": 3}},
 }
+
+
+NOT_WRITTEN_TO_US = [
+    {"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}},
+    {"type": "system", "system": {"body": "User changed number", "type": "user_changed_number"}},
+]
 
 
 async def test_non_text_messages_get_a_reply_that_fits_the_sender(database_url: str) -> None:
@@ -383,6 +388,14 @@ async def test_non_text_messages_get_a_reply_that_fits_the_sender(database_url: 
                     assert "unpaid invoice" in reply["text"], kind
                     await phone.wait_for(lambda ms: "Want to send invoices" in ms[-1]["text"])
                     phone.skip_to(len(await phone.inbox()))
+        # A 👍 on a message, or WhatsApp's notice of a changed number, is nobody writing to us.
+        phones = (merchant, stranger, customer)
+        before = [len(await phone.inbox()) for phone in phones]
+        for raw in NOT_WRITTEN_TO_US:
+            for phone in phones:
+                assert (await phone._write({"raw": raw}))["webhook_status"] == 200
+        await quiet(1.0)
+        assert [len(await phone.inbox()) for phone in phones] == before
 
 
 async def test_a_sender_known_only_by_user_id_is_stored_and_acknowledged(database_url: str) -> None:
