@@ -150,23 +150,28 @@ def failure_for_customer(
     invoice: Invoice, *, business_name: str, code: str | None, page_link: str | None = None
 ) -> Outbound:
     """`page_link` when the payer is not the invoice's customer (they paid from its page with
-    another number): a Pay button would refuse them, so they are sent back to the page."""
+    another number): a Pay button would refuse them, so the message sends them back to the page.
+    Outside their 24-hour window only the template gets through; its button's refusal says
+    to open the invoice link, so it still goes rather than nothing."""
     reason = reasons(code)[0]
     amount = format_kes(invoice.amount_cents)
     text = (
         f"Your M-PESA payment for invoice {invoice.number} ({amount}) did not go through: "
         f"{reason}.\nThe invoice is still open: "
     )
-    if page_link:
-        return Outbound(kind="payment_failed", text=f"{text}to try again, open {page_link}")
     pay = f"pay:{invoice.number}"
+    template = TemplateCall(
+        "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
+    )
+    if page_link:
+        return Outbound(
+            kind="payment_failed", text=f"{text}to try again, open {page_link}", template=template
+        )
     return Outbound(
         kind="payment_failed",
         text=f"{text}tap Pay with M-PESA to try again.",
         buttons=((pay, "Pay with M-PESA"),),
-        template=TemplateCall(
-            "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
-        ),
+        template=template,
     )
 
 
@@ -182,16 +187,19 @@ def unconfirmed_for_customer(
         f"If you received an M-PESA confirmation SMS for it, please do not pay again: "
         f"{business_name} will confirm your payment. If you did not, "
     )
-    if page_link:
-        return Outbound(kind="payment_unconfirmed", text=f"{text}open {page_link} to try again.")
     pay = f"pay:{invoice.number}"
+    template = TemplateCall("payment_unconfirmed", (invoice.number, amount, business_name), (pay,))
+    if page_link:
+        return Outbound(
+            kind="payment_unconfirmed",
+            text=f"{text}open {page_link} to try again.",
+            template=template,
+        )
     return Outbound(
         kind="payment_unconfirmed",
         text=f"{text}tap Pay with M-PESA to try again.",
         buttons=((pay, "Pay with M-PESA"),),
-        template=TemplateCall(
-            "payment_unconfirmed", (invoice.number, amount, business_name), (pay,)
-        ),
+        template=template,
     )
 
 

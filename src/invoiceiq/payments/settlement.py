@@ -24,9 +24,8 @@ from invoiceiq.payments.states import PaymentStatus
 OUTSIDE_ALLOWLIST = "_outside_allowlist"
 MAX_PHONE_DIGITS = 15  # E.164
 # How far back a success whose CheckoutRequestID we never stored looks for other attempts that
-# could own it before it is matched to a recent one; and how far M-PESA's clock may be off ours.
+# could own it before it is matched to a recent one.
 ORPHAN_LOOKBACK = timedelta(days=1)
-CLOCK_SKEW = timedelta(minutes=2)
 # How the review reason of a success for another amount begins.
 AMOUNT_DIFFERS = "M-PESA reported"
 
@@ -168,21 +167,18 @@ async def match_orphan_success(
     now = utcnow()
     since = now - timedelta(seconds=settings.reconcile_give_up)
     # Every lost-answer attempt that could own this money, not only recent ones: an older one
-    # given up may be whose it is (a late success), and matching the one recent attempt then
-    # would pay the wrong invoice. A push made after the payment happened cannot own it.
-    owners = [
-        candidate
-        for candidate in await repository.orphan_candidates(
-            session,
-            phone=callback.phone,
-            amount_cents=callback.amount * 100,
-            since=now - ORPHAN_LOOKBACK,
-        )
-        if _pushed_before(candidate, callback)
-    ]
+    # given up may be whose it is (a late success), and matching the one recent attempt of
+    # another invoice would then pay the wrong invoice. (Its TransactionDate cannot tell them
+    # apart: Daraja does not document its time zone.)
+    owners = await repository.orphan_candidates(
+        session,
+        phone=callback.phone,
+        amount_cents=callback.amount * 100,
+        since=now - ORPHAN_LOOKBACK,
+    )
     recent = [c for c in owners if max(c.started_at, c.completed_at or c.started_at) >= since]
-    if len(owners) != 1 or len(recent) != 1:
-        return None  # none, or more than one that could own it: a person decides
+    if len({owner.invoice_id for owner in owners}) != 1 or len(recent) != 1:
+        return None  # none, or more than one invoice it could be for: a person decides
     payment = recent[0]
     await repository.set_values(
         session,
@@ -191,13 +187,6 @@ async def match_orphan_success(
         merchant_request_id=callback.merchant_request_id,
     )
     return payment
-
-
-def _pushed_before(payment: Payment, callback: StkCallback) -> bool:
-    """Whether the payment M-PESA reports could have come from this push: made before it
-    (give or take the two clocks), or the report does not say when it was made."""
-    made = callback.transaction_date
-    return made is None or payment.started_at <= made + CLOCK_SKEW
 
 
 async def keep_unmatched_success(
