@@ -183,12 +183,8 @@ class PaymentJobs:
         if result is None or result.state == "pending":
             return False
         if result.state == "success":
-            if settlement.amount_in_question(payment):
-                # M-PESA's "success" cannot say which amount was paid: a person decides.
-                await service.give_up_unconfirmed(
-                    session, self._settings, payment, messages.HELD_REASON
-                )
-                return True
+            # M-PESA's word that the prompt, for the amount we pushed, was paid; a callback
+            # that reported another amount stays flagged for the record (the merchant knows).
             receipt = settlement.claimed_receipt(payment)
             await success.mark_success(
                 session, self._settings, payment, confirmed_by=confirmed_by, receipt=receipt

@@ -60,9 +60,6 @@ OUTCOME_UNKNOWN_REASON = (
 CLAIM_UNCONFIRMED_REASON = "M-PESA never confirmed the reported payment"
 # The questions "did the customer pay?" that a later confirmation answers on its own.
 UNCONFIRMED_REASONS = (OUTCOME_UNKNOWN_REASON, CLAIM_UNCONFIRMED_REASON)
-# M-PESA's query confirmed a prompt whose success callback reported another amount: which
-# amount is right is a person's question, so the attempt is held unpaid (DESIGN §5).
-HELD_REASON = "M-PESA confirmed the prompt, but reported another amount: held unpaid"
 UNCONFIRMED_ON_PAGE = (
     "We could not confirm whether this payment went through. If you received an M-PESA "
     "confirmation SMS for it, do not pay again: the business will confirm your payment. "

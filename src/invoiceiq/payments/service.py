@@ -304,9 +304,7 @@ def outcome_unknown(payment: Payment) -> bool:
     return (
         payment.status is PaymentStatus.FAILED
         and payment.result_code == repository.NO_RESPONSE
-        and any(
-            question in reason for question in (*messages.UNCONFIRMED_REASONS, messages.HELD_REASON)
-        )
+        and any(question in reason for question in messages.UNCONFIRMED_REASONS)
     )
 
 

@@ -95,12 +95,6 @@ def amount_matches(payment: Payment, callback: StkCallback) -> bool:
     return callback.amount is not None and callback.amount * 100 == payment.amount_cents
 
 
-def amount_in_question(payment: Payment) -> bool:
-    """Its success callback reported another amount, and no person has settled that yet."""
-    flagged = payment.needs_review and payment.reviewed_at is None
-    return flagged and AMOUNT_DIFFERS in (payment.review_reason or "")
-
-
 def claimed_receipt(payment: Payment) -> str | None:
     """The receipt number of the success callback stored on the attempt, if that callback is
     about this push and its amount; None otherwise (or when only the query knows)."""
