@@ -93,7 +93,9 @@ def _run_admin(work: Callable[[Settings], Awaitable[str]]) -> None:
     from invoiceiq.cli import load_settings, run
 
     settings = load_settings()
-    configure_logging()  # what the command logs is JSON and masked, as the servers' is
+    # What the command logs is JSON and masked, as the servers' is; only warnings and errors:
+    # its answer is what it prints.
+    configure_logging("WARNING")
     try:
         typer.echo(run(lambda: work(settings)))
     except AppError as error:

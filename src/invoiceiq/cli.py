@@ -199,7 +199,7 @@ def bench(context: typer.Context) -> None:
     if not (REPOSITORY / "bench" / "__main__.py").is_file():
         typer.echo(
             "The benchmarks come with the source, not the installed package: run "
-            "`make bench` (or `invoiceiq bench`) from a clone of the repository.",
+            "`make bench` from a clone of the repository.",
             err=True,
         )
         raise typer.Exit(code=2)

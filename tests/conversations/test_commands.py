@@ -63,12 +63,13 @@ def test_commands(text: str, expected: object) -> None:
         "0112345678",
         "254112345678",
         "\u202a+254712345678\u202c",  # copied from the phone's contacts
+        "(+254)712345678",
     ],
 )
 def test_one_line_invoice_phone_forms(phone: str) -> None:
     command = parse(f"invoice {phone} 1500 Logo design")
     assert isinstance(command, OneLineInvoice)
-    digits = phone.strip("\u202a\u202c")
+    digits = phone.strip("\u202a\u202c").replace("(+254)", "254")
     assert command.phone == ("2541" if digits[-9] == "1" else "2547") + digits[-8:]
     assert command.amount_cents == 150_000
     assert command.description == "Logo design"

@@ -285,7 +285,9 @@ async def at_the_name_step(merchant: Chat) -> None:
     await merchant.only("0712345678")
 
 
-@pytest.mark.parametrize("typed", ["Cancel.", "cancel!", "Cancel 🙏", "cancel please"])
+@pytest.mark.parametrize(
+    "typed", ["Cancel.", "cancel!", "Cancel 🙏", "cancel🙏", "cancel please", "\u200ecancel"]
+)
 async def test_cancel_however_it_is_put_cancels_the_flow(
     merchant: Chat, sessions: SessionFactory, typed: str
 ) -> None:

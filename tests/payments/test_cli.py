@@ -379,6 +379,7 @@ async def test_query_applies_m_pesas_answer(
         inbox = await paid.customer.inbox()
 
     assert pending.exit_code == 0 and "still processing" in pending.output
+    assert "daraja call failed" not in pending.output  # the usual answer, not a failure
     assert succeeded.exit_code == 0 and "SUCCESS" in succeeded.output
     assert cancelled.exit_code == 0 and "FAILED (result 1032)" in cancelled.output
     assert (await the_invoice(database_url, paid.number)).status is InvoiceStatus.PAID

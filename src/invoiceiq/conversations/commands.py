@@ -21,7 +21,7 @@ BUSINESS_NAME_MIN, BUSINESS_NAME_MAX = 2, 60
 CUSTOMER_NAME_MAX = 80
 ONE_LINE_EXAMPLE = "invoice 0712345678 1500 Logo design"
 # A recipient token made only of digits and phone punctuation is a phone number, never a name.
-_PHONE_LIKE = re.compile(r"^\+?[0-9][0-9()\-.]*$")
+_PHONE_LIKE = re.compile(r"^\(?\+?[0-9][0-9()\-.]*$")
 # An amount of one to three digits (after a currency word, before a stray comma) followed by a
 # group of three ("500", "500/=", "500.00"): thousands split by a space.
 _SHORT_AMOUNT = re.compile(r"(?:KES|KSHS?|SHS?)?\.?(?P<digits>[0-9]{1,3}),?", re.IGNORECASE)
@@ -208,6 +208,8 @@ def parse_business_name(text: str) -> str:
 
 
 _PUNCTUATION = string.punctuation + "¡¿“”‘’«»…"
+# What surrounds the letters of a word: punctuation, an emoji, invisible marks.
+_LETTERS_AROUND = re.compile(r"^[\W_]+|[\W_]+$")
 # Courtesy around a one-word answer ("cancel please", "skip tafadhali").
 _COURTESY = frozenset({"please", "pls", "plz", "tafadhali", "asante", "thanks"})
 
@@ -219,14 +221,11 @@ def bare_words(lowered: str) -> list[str]:
 
 
 def keyword(text: str) -> str:
-    """A one-word answer as meant: `Cancel.`, `cancel!`, `Cancel 🙏` and `cancel please` are
-    all "cancel"; "" when the message is more than one word (or none)."""
-    words = [
-        word
-        for word in bare_words(text.lower())
-        if any(char.isalnum() for char in word) and word not in _COURTESY
-    ]
-    return words[0] if len(words) == 1 else ""
+    """A one-word answer as meant: `Cancel.`, `cancel!`, `Cancel 🙏`, `cancel🙏` and `cancel
+    please` are all "cancel"; "" when the message is more than one word (or none)."""
+    words = (_LETTERS_AROUND.sub("", word) for word in text.lower().split())
+    kept = [word for word in words if word and word not in _COURTESY]
+    return kept[0] if len(kept) == 1 else ""
 
 
 def _refuse_unshowable(text: str) -> None:
@@ -238,7 +237,9 @@ def _refuse_unshowable(text: str) -> None:
 
 def parse_customer_name(text: str) -> str:
     name = one_line(text)
-    if not 1 <= len(name) <= CUSTOMER_NAME_MAX or not visible_length(name):
+    if not visible_length(name):
+        raise CommandError("Type the customer's name, or skip.")
+    if len(name) > CUSTOMER_NAME_MAX:
         raise CommandError(
             f"Keep the name to {CUSTOMER_NAME_MAX} characters or fewer, or type skip."
         )
