@@ -113,8 +113,10 @@ def serve(
 def local_origin(host: str, port: int) -> str:
     """Where this process reaches itself (its simulator, its own webhooks): the address it
     listens on, or loopback when it listens on every address."""
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognised, not bound to
+    if host in ("", "0.0.0.0"):  # noqa: S104 - recognised, not bound to
         host = "127.0.0.1"
+    elif host == "::":  # every IPv6 address: its loopback, whether or not IPv4 maps in
+        host = "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
