@@ -161,6 +161,33 @@ async def test_the_cooldown_counts_prompts_not_refused_pushes(
     assert result.outcome == "wait" and result.wait_seconds >= 5
 
 
+@pytest.mark.parametrize(
+    ("values", "counted"),
+    [
+        ({"result_code": "no_response", "push_sent_at": "pushed"}, True),  # answer lost
+        ({"result_code": "1032", "checkout_request_id": "ws_CO_x", "push_sent_at": "pushed"}, True),
+        ({"result_code": "busy", "push_sent_at": "pushed"}, False),  # Daraja refused it
+        ({"result_code": "not_payable"}, False),  # never pushed
+    ],
+    ids=["answer lost", "answered", "refused", "never pushed"],
+)
+async def test_prompts_that_may_have_been_raised_count_for_the_limits(
+    session: AsyncSession, values: dict[str, Any], counted: bool
+) -> None:
+    """The cooldown and the page's prompts-per-invoice limit count every push that may have
+    raised a PIN prompt: one whose answer was lost most likely did."""
+    invoice = await factories.invoice(session)
+    pushed = utcnow() - timedelta(seconds=30)
+    values = {k: (pushed if v == "pushed" else v) for k, v in values.items()}
+    await factories.payment(session, invoice=invoice, status=PaymentStatus.FAILED, **values)
+    since = utcnow() - timedelta(hours=1)
+
+    last = await repository.last_attempt_at(session, phone=CUSTOMER, amount_cents=150_000)
+    times = await repository.prompt_times_since(session, invoice.id, since)
+
+    assert (last is not None) is counted and len(times) == int(counted)
+
+
 async def test_the_cooldown_runs_from_the_last_prompt(
     session: AsyncSession, settings: Settings
 ) -> None:

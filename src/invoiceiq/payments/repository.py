@@ -106,6 +106,17 @@ async def open_attempt_for_phone(session: AsyncSession, phone: str) -> Payment |
     )
 
 
+def _may_have_prompted() -> sa.ColumnElement[bool]:
+    """An attempt that may have raised a PIN prompt: open, settled by M-PESA (it has a
+    CheckoutRequestID), or pushed and given up without an answer (its push may have gone
+    through). Only a push Daraja refused, or one never sent, raised none."""
+    return sa.or_(
+        Payment.checkout_request_id.is_not(None),
+        Payment.status != PaymentStatus.FAILED,
+        sa.and_(Payment.result_code == NO_RESPONSE, Payment.push_sent_at.is_not(None)),
+    )
+
+
 async def last_attempt_at(
     session: AsyncSession, *, phone: str, amount_cents: int
 ) -> datetime | None:
@@ -114,15 +125,13 @@ async def last_attempt_at(
     A push Daraja refused (a failed attempt that never got a CheckoutRequestID: another prompt
     open, an invalid request, M-PESA unreachable) raised no prompt, so it does not count:
     the customer told "finish the other prompt, then tap Pay again" is not then told to wait.
+    One whose answer was lost (given up, no response) may have raised one, so it counts.
     """
     return await session.scalar(
         sa.select(sa.func.max(sa.func.coalesce(Payment.push_sent_at, Payment.created_at))).where(
             Payment.phone == phone,
             Payment.amount_cents == amount_cents,
-            sa.or_(
-                Payment.checkout_request_id.is_not(None),
-                Payment.status != PaymentStatus.FAILED,
-            ),
+            _may_have_prompted(),
         )
     )
 
@@ -235,10 +244,7 @@ async def prompt_times_since(
             .where(
                 Payment.invoice_id == invoice_id,
                 Payment.created_at >= since,
-                sa.or_(
-                    Payment.checkout_request_id.is_not(None),
-                    Payment.status != PaymentStatus.FAILED,
-                ),
+                _may_have_prompted(),
             )
             .order_by(Payment.created_at)
         )
