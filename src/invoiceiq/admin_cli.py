@@ -61,10 +61,16 @@ async def ready_engine(settings: Settings) -> AsyncEngine:
     engine = make_engine(settings.database_url)
     try:
         await check_connection(engine)
-        if not await migrate.is_at_head(engine):
+        state = await migrate.migration_state(engine)
+        if state == "behind":
             raise DatabaseUnreachable(
                 f"the database at {where} is not at the latest migration; run "
                 "`invoiceiq db upgrade` first"
+            )
+        if state == "ahead":
+            raise DatabaseUnreachable(
+                f"the database at {where} was migrated by a newer InvoiceIQ; run this command "
+                "from that release"
             )
     except BaseException:
         await engine.dispose()

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from conftest import create_postgres_database, drop_postgres_database, make_settings
 from invoiceiq.config import Settings
-from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db import migrate
+from invoiceiq.db.engine import SessionFactory, make_engine
 from invoiceiq.main import create_app
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.states import OutboxStatus
@@ -87,6 +89,29 @@ async def test_readyz_is_503_before_migrations(unmigrated_url: str) -> None:
     assert body["ready"] is False
     assert_error_shape(body, "not_ready")
     assert "invoiceiq db upgrade" in body["error"]["message"]
+
+
+async def test_readyz_stays_ready_on_a_database_a_newer_release_migrated(
+    settings: Settings, database_url: str
+) -> None:
+    """A deploy migrates first, then replaces the machines: until then, the old code answers
+    on the newer schema, and must not be pulled out of rotation with advice to upgrade."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        app = create_app(settings, run_worker=False)
+        async with serving(app) as client:
+            response = await client.get("/readyz")
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(
+                sa.text("UPDATE alembic_version SET version_num = :head"),
+                {"head": migrate.head_revision()},
+            )
+        await engine.dispose()
+    assert response.status_code == 200, response.text
+    assert response.json() == {"ready": True, "checks": {"database": "ok", "migrations": "ahead"}}
 
 
 async def test_readyz_is_503_when_postgresql_is_unreachable() -> None:

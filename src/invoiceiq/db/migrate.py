@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -58,9 +60,30 @@ def _locked(connection: Connection, run: object) -> None:
             connection.commit()
 
 
-async def is_at_head(engine: AsyncEngine) -> bool:
+MigrationState = Literal["current", "behind", "ahead"]
+
+
+async def migration_state(engine: AsyncEngine) -> MigrationState:
+    """Where the database stands against this code's migrations: at its head, behind it (or
+    never migrated), or ahead: migrated by newer code, as while a deploy whose release step
+    migrated first replaces the machines still running the old code."""
     async with engine.connect() as connection:
         current = await connection.run_sync(
             lambda c: MigrationContext.configure(c).get_current_revision()
         )
-    return current is not None and current == head_revision()
+    if current is not None and current == head_revision():
+        return "current"
+    if current is None or _known(current):
+        return "behind"
+    return "ahead"
+
+
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+async def is_at_head(engine: AsyncEngine) -> bool:
+    return await migration_state(engine) == "current"
