@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from invoiceiq.cli import app
+from invoiceiq.handlers import worker_options
 from support.db import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +152,13 @@ def test_fly_env_is_a_valid_production_configuration_once_secrets_are_set(
     assert settings.is_production
     assert not settings.simulator_enabled
     assert settings.database_url.startswith("postgresql+asyncpg://")
+
+
+def test_a_stopping_worker_lets_a_slow_send_finish_before_fly_kills_it(
+    fly: dict[str, Any],
+) -> None:
+    """A send cut short on SIGTERM goes out again from the next worker: the grace must outlast
+    one provider call and end before Fly's kill_timeout."""
+    settings = make_settings()
+    grace = worker_options(settings).stop_grace
+    assert settings.provider_timeout < grace < fly["kill_timeout"]

@@ -41,6 +41,11 @@ STATUS_RETRY_DELAY = 1.0
 STATUS_RETRY_DELAY_MAX = 5.0
 
 
+# Fly.io kills a process this long after SIGTERM (fly.toml kill_timeout is 30 s): the worker
+# lets its runs finish for at most this, leaving time to release what is still in hand.
+STOP_GRACE_MAX = 25.0
+
+
 def worker_options(settings: Settings) -> WorkerOptions:
     return WorkerOptions(
         lease=settings.outbox_lease,
@@ -48,6 +53,9 @@ def worker_options(settings: Settings) -> WorkerOptions:
         backoff_max=settings.outbox_backoff_max,
         handler_timeout=settings.outbox_handler_timeout,
         sweep_interval=settings.outbox_sweep_interval,
+        # A send cut short on SIGTERM is sent again by the next worker (its answer, the
+        # message id, never recorded): a deploy must let a slow send finish.
+        stop_grace=min(STOP_GRACE_MAX, settings.provider_timeout + 5),
     )
 
 
