@@ -131,6 +131,17 @@ OPERATOR_COMMANDS = [
 ]
 
 
+def test_operator_commands_refuse_a_database_a_newer_release_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "invoiceiq.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    assert invoiceiq("db", "upgrade", cwd=tmp_path, database_url=url).returncode == 0
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = invoiceiq("payments", "review", cwd=tmp_path, database_url=url)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "was migrated by a newer InvoiceIQ; run this command from that release" in result.stderr
+
+
 @pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=" ".join)
 @pytest.mark.parametrize("database", ["missing file", "not migrated", "unreachable"])
 def test_operator_commands_on_a_database_not_ready_say_so_and_write_nothing(

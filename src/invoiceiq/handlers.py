@@ -41,8 +41,8 @@ STATUS_RETRY_DELAY = 1.0
 STATUS_RETRY_DELAY_MAX = 5.0
 
 
-# Fly.io kills a process this long after SIGTERM (fly.toml kill_timeout is 30 s): the worker
-# lets its runs finish for at most this, leaving time to release what is still in hand.
+# Fly.io kills a process 30 s after SIGTERM (fly.toml kill_timeout): the worker lets its runs
+# finish for at most this long, leaving the rest to release what is still in hand.
 STOP_GRACE_MAX = 25.0
 
 

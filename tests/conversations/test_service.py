@@ -311,6 +311,8 @@ async def test_a_customer_name_is_shown_as_typed_or_asked_again(merchant: Chat) 
     for typed in ("Jane \u202eeoD", "\u200b\u200b", "x" * 81):
         answer = await merchant.only(typed)
         assert texts.FLOW_ASK_AMOUNT not in answer.text and texts.FLOW_ASK_NAME in answer.text
+        if typed == "\u200b\u200b":
+            assert "Type the customer's name, or skip." in answer.text
     assert "text-direction" in (await merchant.only("Jane \u2067Doe")).text
     assert texts.FLOW_ASK_AMOUNT in (await merchant.only("Jane  Doe")).text
 

@@ -168,8 +168,9 @@ async def test_the_cooldown_counts_prompts_not_refused_pushes(
         ({"result_code": "1032", "checkout_request_id": "ws_CO_x", "push_sent_at": "pushed"}, True),
         ({"result_code": "busy", "push_sent_at": "pushed"}, False),  # Daraja refused it
         ({"result_code": "not_payable"}, False),  # never pushed
+        ({"result_code": "no_response"}, False),  # given up before its push went out
     ],
-    ids=["answer lost", "answered", "refused", "never pushed"],
+    ids=["answer lost", "answered", "refused", "never pushed", "given up unpushed"],
 )
 async def test_prompts_that_may_have_been_raised_count_for_the_limits(
     session: AsyncSession, values: dict[str, Any], counted: bool

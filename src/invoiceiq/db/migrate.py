@@ -28,9 +28,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 @functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migrations shipped with this code (read once: they cannot change at run time)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str | None:
-    """The newest migration shipped with this code (read once: it cannot change at run time)."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """The newest migration shipped with this code."""
+    return _scripts().get_current_head()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
@@ -80,7 +85,7 @@ async def migration_state(engine: AsyncEngine) -> MigrationState:
 
 def _known(revision: str) -> bool:
     try:
-        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+        return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
 
