@@ -164,7 +164,11 @@ def _current(field: str, data: dict[str, Any]) -> str:
     if field == "phone":
         return f"Now: {mask_msisdn(data['phone'])}."
     if field == "name":
-        return f"Now: {data.get('name') or 'no name'}."
+        if data.get("name"):
+            return f"Now: {data['name']}."
+        # No name typed: the invoice takes the name saved for the number, if any (skip keeps it).
+        saved = data.get("saved_name")
+        return f"Now: {saved} (saved name)." if saved else "Now: no name."
     if field == "amount":
         return f"Now: {format_kes(data['amount_cents'])}."
     return f"Now: {data['description']}."

@@ -224,7 +224,8 @@ async def _one_line_invoice(
             session, settings, merchant, found.phone, found.name, amount, description
         )
     if len(matches) > MAX_PICK:
-        return _reply(texts.SEVERAL_MATCHES.format(count=len(matches), **fill))
+        # Only the first few are read: how many more there are is not counted.
+        return _reply(texts.SEVERAL_MATCHES.format(count=MAX_PICK, **fill))
     choices = [{"phone": c.phone, "name": c.name or command.saved_name} for c in matches]
     prompt = await guided.start_pick(
         session, settings, merchant, choices=choices, amount_cents=amount, description=description

@@ -82,7 +82,7 @@ FLOW_SUMMARY = (
 )
 
 SEVERAL_MATCHES = (
-    "You have {count} customers called {name}. Type the phone number instead, like: "
+    "You have more than {count} customers called {name}. Type the phone number instead, like: "
     "invoice 0712345678 {amount} {description}"
 )
 PICK_CUSTOMER = (
