@@ -416,6 +416,23 @@ async def test_config_starts_with_the_defaults_and_the_apps_customer_window(stac
     assert config["customer_window_s"] == stack.settings.customer_window
 
 
+async def test_a_put_config_keeps_the_apps_customer_window_unless_it_says_otherwise() -> None:
+    """A test that shrinks CUSTOMER_WINDOW, then sets faults, must not find the simulator back
+    at 24 hours: the app and the simulator would disagree on who can get free-form text."""
+    app = create_standalone_app(make_settings(customer_window=7))
+    async with (
+        serve_app(app) as base_url,
+        httpx.AsyncClient(base_url=f"{base_url}/simulator", timeout=10) as api,
+    ):
+        faults = await api.put("/config", json={"faults": {"whatsapp": {"error_5xx": 0.5}}})
+        window = await api.put("/config", json={"customer_window_s": 3})
+    assert faults.status_code == 200, faults.text
+    assert faults.json()["customer_window_s"] == 7
+    assert faults.json()["faults"]["whatsapp"]["error_5xx"] == 0.5
+    assert window.json()["customer_window_s"] == 3
+    assert window.json()["faults"]["whatsapp"]["error_5xx"] == 0.0  # left out: replaced
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -62,6 +62,14 @@ class Simulator:
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
         return app
 
+    def configure(self, body: SimulatorConfig) -> None:
+        """Replace the config. Top-level fields the body leaves out keep the values this
+        simulator started with, not the class defaults: those match its app's settings
+        (CUSTOMER_WINDOW), and a test that sets faults must not quietly undo that."""
+        given = body.model_dump(exclude_unset=True)
+        merged = {**self._initial_config.model_dump(), **given}
+        self.settings.update(SimulatorConfig.model_validate(merged))
+
     def reset(self) -> None:
         """Forget every message, prompt and token, and go back to the config it started with.
 

@@ -217,8 +217,9 @@ def build_control_router(simulator: Simulator) -> APIRouter:
 
     @router.put("/config")
     async def put_config(body: SimulatorConfig) -> SimulatorConfig:
-        """Replace the whole config (fields left out take their defaults); re-seeds the dice."""
-        simulator.settings.update(body)
+        """Replace the whole config (fields left out take the values it started with: the
+        defaults, and its app's customer window); re-seeds the dice."""
+        simulator.configure(body)
         return simulator.settings.config
 
     @router.post("/reset")
