@@ -21,7 +21,7 @@ from invoiceiq.conversations.schemas import IncomingMessage
 from invoiceiq.conversations.service import handle_message
 from invoiceiq.customers import service as customer_service
 from invoiceiq.db.engine import SessionFactory
-from invoiceiq.db.models import Invoice, MessageLog
+from invoiceiq.db.models import Conversation, Invoice, MessageLog
 from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices import repository as invoice_repository
 from invoiceiq.invoices.states import InvoiceStatus
@@ -352,6 +352,25 @@ async def test_an_expired_summary_button_says_it_expired(
     [reply] = await merchant.tap(summary.buttons[0][0])
     assert "expired" in reply.text
     assert await invoices(sessions) == []
+
+
+@pytest.mark.parametrize("typed", ["help", "unpaid", "hello?"])
+async def test_a_merchant_still_writing_keeps_the_flow_alive(
+    merchant: Chat, sessions: SessionFactory, typed: str
+) -> None:
+    """A command mid-flow, or free text at the summary, is the merchant still at it: the
+    flow's time starts again, so the Send that follows is not "expired"."""
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    async with sessions() as session, session.begin():
+        await session.execute(
+            sa.text("UPDATE conversation SET expires_at = :at"),
+            {"at": utcnow() + timedelta(seconds=2)},
+        )
+    await merchant.say(typed)
+    async with sessions() as session:
+        expires_at = await session.scalar(sa.select(Conversation.expires_at))
+    assert expires_at is not None and expires_at > utcnow() + timedelta(minutes=1)
+    assert kinds(await merchant.tap(summary.buttons[0][0])) == ["confirmation"]
 
 
 # status and remind ------------------------------------------------------------------------------

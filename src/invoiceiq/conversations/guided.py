@@ -61,6 +61,15 @@ def _expiry(settings: Settings) -> Any:
     return utcnow() + timedelta(seconds=settings.conversation_ttl)
 
 
+async def still_there(
+    session: AsyncSession, settings: Settings, conversation: Conversation
+) -> Outbound:
+    """The merchant wrote something other than an answer (help, unpaid, free text at the
+    summary): they are still at it, so the flow's time starts again; its question, again."""
+    await repository.extend(session, conversation.id, expires_at=_expiry(settings))
+    return resume(conversation)
+
+
 def reply(text: str) -> Outbound:
     return Outbound(kind="reply", text=text)
 
@@ -82,7 +91,7 @@ async def answer(
     if step == EDIT_STEP:
         return await _choose_edit(session, settings, conversation, text)
     if step not in PROMPTS:  # confirm (or pick): only the buttons move on from here
-        return resume(conversation)
+        return await still_there(session, settings, conversation)
     data = dict(conversation.data)
     try:
         _apply(step, text, data, settings)

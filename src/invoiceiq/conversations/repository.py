@@ -52,6 +52,17 @@ async def save(
     )
 
 
+async def extend(
+    session: AsyncSession, conversation_id: uuid.UUID, *, expires_at: datetime
+) -> None:
+    await session.execute(
+        sa.update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
 async def delete(session: AsyncSession, conversation_id: uuid.UUID) -> bool:
     result = await session.execute(
         sa.delete(Conversation)

@@ -95,7 +95,9 @@ async def _from_merchant(
         command, refused = None, error
     if conversation is not None:
         if refused is not None and _mistyped_invoice(conversation, message.text):
-            return _then(_reply(refused.message), guided.resume(conversation))
+            return _then(
+                _reply(refused.message), await guided.still_there(session, settings, conversation)
+            )
         return await _in_flow(session, settings, merchant, conversation, command, message.text)
     if isinstance(command, Unknown):
         # No command of theirs: perhaps a STOP or START as someone's customer.
@@ -144,7 +146,7 @@ async def _in_flow(
         return await _run_safely(session, settings, merchant, command)
     # help, unpaid, status…: answered, then the flow asks its question again
     answers = await _run_safely(session, settings, merchant, command)
-    return _then(answers, guided.resume(conversation))
+    return _then(answers, await guided.still_there(session, settings, conversation))
 
 
 def _mistyped_invoice(conversation: Conversation, text: str) -> bool:
