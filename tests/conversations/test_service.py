@@ -246,6 +246,16 @@ async def saved_customers(sessions: SessionFactory, name: str, phones: list[str]
             await customer_service.remember(session, merchant_id=owner.id, phone=phone, name=name)
 
 
+@pytest.mark.parametrize("typed", ["Émile", "émile", "ÉMILE"])
+async def test_a_saved_name_with_accents_is_found_whatever_its_case(
+    merchant: Chat, sessions: SessionFactory, typed: str
+) -> None:
+    await saved_customers(sessions, "Émile", [CUSTOMER])
+    assert kinds(await merchant.say(f"invoice {typed} 500 Cake")) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    assert invoice.customer_phone == CUSTOMER and invoice.customer_name == "Émile"
+
+
 async def test_same_named_customers_are_offered_to_choose(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

@@ -39,18 +39,20 @@ async def set_name(session: AsyncSession, customer_id: uuid.UUID, name: str) -> 
 
 
 async def find_by_name(
-    session: AsyncSession, *, merchant_id: uuid.UUID, name: str
+    session: AsyncSession, *, merchant_id: uuid.UUID, name: str, limit: int = 5
 ) -> list[Customer]:
-    return list(
-        await session.scalars(
-            sa.select(Customer)
-            .where(
-                Customer.merchant_id == merchant_id, sa.func.lower(Customer.name) == name.lower()
-            )
-            .order_by(Customer.updated_at.desc())
-            .limit(5)
-        )
+    """This merchant's customers saved under `name`, whatever its case, newest first.
+
+    Compared in Python (casefold): SQLite's lower(), and PostgreSQL's under the C locale, fold
+    only ASCII, so a saved "Émile" would never be found. A merchant's address book is small,
+    and the lookup runs only for `invoice <saved name> …`."""
+    wanted = name.casefold()
+    named = await session.scalars(
+        sa.select(Customer)
+        .where(Customer.merchant_id == merchant_id, Customer.name.is_not(None))
+        .order_by(Customer.updated_at.desc())
     )
+    return [customer for customer in named if (customer.name or "").casefold() == wanted][:limit]
 
 
 async def touch_inbound(session: AsyncSession, phone: str, at: datetime) -> None:
