@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
 from invoiceiq.kit.money import AmountError, parse_amount, split_amount
-from invoiceiq.kit.phone import PhoneError, normalize_msisdn
+from invoiceiq.kit.phone import PhoneError, as_typed, normalize_msisdn
 from invoiceiq.kit.text import one_line, unshowable, visible_length
 
 DESCRIPTION_MIN, DESCRIPTION_MAX = 3, 120
@@ -109,14 +108,10 @@ def parse_command(text: str, *, max_amount: int) -> Command:
     return Unknown()
 
 
-def _without_format_marks(token: str) -> str:
-    return "".join(char for char in token if unicodedata.category(char) != "Cf")
-
-
 def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
     """`<phone|saved name> <amount> <description>`; the phone is one token (a copied one
     may come wrapped in invisible direction marks)."""
-    tokens = [_without_format_marks(tokens[0]), *tokens[1:]]
+    tokens = [as_typed(tokens[0]), *tokens[1:]]
     if _PHONE_LIKE.match(tokens[0]):
         recipient, after = tokens[:1], tokens[1:]
         span = split_amount(after)

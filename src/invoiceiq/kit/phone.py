@@ -12,6 +12,7 @@ from phonenumbers import NumberParseException, PhoneNumberType
 __all__ = [
     "PHONE_PATTERN",
     "PhoneError",
+    "as_typed",
     "is_msisdn",
     "mask_msisdn",
     "mask_phones_in_text",
@@ -56,7 +57,7 @@ class PhoneError(ValueError):
 
 def normalize_msisdn(raw: str) -> str:
     """Return a Kenyan mobile as 12 E.164 digits without `+` (`2547…`/`2541…`), or raise."""
-    text = _as_typed(raw)
+    text = as_typed(raw)
     if not text:
         raise PhoneError(MSG_EMPTY, reason="empty")
     if len(text) > _MAX_RAW_LENGTH:
@@ -79,7 +80,7 @@ def normalize_msisdn(raw: str) -> str:
     return f"{_KENYA_CODE}{national}"
 
 
-def _as_typed(raw: str) -> str:
+def as_typed(raw: str) -> str:
     """What the person typed, without what copying adds: invisible format characters (a
     phone app wraps a copied number in direction marks) and other kinds of space (no-break)."""
     kept = (
