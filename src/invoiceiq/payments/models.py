@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from invoiceiq.db.base import Base, IdMixin, TimestampMixin
@@ -58,7 +59,18 @@ class Payment(IdMixin, TimestampMixin, Base):
     request_body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     callback_body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    @property
+    @hybrid_property
     def started_at(self) -> datetime:
-        """Where the attempt's clock starts: the push, or its creation if none was sent."""
+        """Where the attempt's clock starts: the push, or its creation if none was sent (in SQL
+        too, for the queries that order or filter by it)."""
         return self.push_sent_at or self.created_at
+
+    @started_at.inplace.expression
+    @classmethod
+    def _started_at_expression(cls) -> sa.ColumnElement[datetime]:
+        return sa.func.coalesce(cls.push_sent_at, cls.created_at)
+
+    @property
+    def under_review(self) -> bool:
+        """Flagged for review, and no person has closed that review yet."""
+        return self.needs_review and self.reviewed_at is None

@@ -46,7 +46,7 @@ async def overdue_open(
     """Open attempts pushed (or, never pushed, created) before `started_before`, oldest first
     and after `after` (the start and id of the last one of the page before), locked; on
     PostgreSQL an attempt another transaction holds is skipped, not waited for."""
-    started = sa.func.coalesce(Payment.push_sent_at, Payment.created_at)
+    started = Payment.started_at
     query = (
         sa.select(Payment)
         .where(Payment.status == PaymentStatus.INITIATED, started < started_before)
@@ -128,7 +128,7 @@ async def last_attempt_at(
     One whose answer was lost (given up, no response) may have raised one, so it counts.
     """
     return await session.scalar(
-        sa.select(sa.func.max(sa.func.coalesce(Payment.push_sent_at, Payment.created_at))).where(
+        sa.select(sa.func.max(Payment.started_at)).where(
             Payment.phone == phone,
             Payment.amount_cents == amount_cents,
             _may_have_prompted(),

@@ -34,7 +34,7 @@ UNREADABLE_CALLBACKS = "mpesa.unreadable"
 async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
     """Keep the payment for review and tell its merchant, once per reason: a new reason on a
     payment already flagged (or reviewed) flags it again, added to the old one."""
-    if payment.needs_review and payment.reviewed_at is None:
+    if payment.under_review:
         if reason in (payment.review_reason or ""):
             return
         reason_text = f"{payment.review_reason}; {reason}" if payment.review_reason else reason

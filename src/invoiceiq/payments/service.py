@@ -249,7 +249,7 @@ async def give_up(session: AsyncSession, settings: Settings, payment: Payment) -
     not be asked; with its callback lost too, the customer may have paid. That attempt is
     flagged for review (the flag tells the merchant), and the customer is told we could not
     confirm it rather than that it failed. A late success still wins (settlement, orphans)."""
-    if payment.needs_review and payment.reviewed_at is None:
+    if payment.under_review:
         # A success claim flagged while open (another amount): the customer may have paid.
         return await give_up_unconfirmed(
             session, settings, payment, messages.CLAIM_UNCONFIRMED_REASON
