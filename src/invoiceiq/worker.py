@@ -214,7 +214,8 @@ class Worker:
                 session, expired_before=now - grace, max_attempts=self._options.max_attempts
             )
             for row in buried:
-                await self._bookkeeping(session, row.id, row.topic, row.payload, unfinished=True)
+                hooks = self._dead_hooks(row.topic, unfinished=True)
+                await self._bookkeeping(session, row.id, row.topic, row.payload, hooks)
         for row in buried:
             metrics.OUTBOX_OUTCOMES.labels(topic=row.topic, outcome="dead").inc()
 
@@ -232,22 +233,23 @@ class Worker:
             except Exception:
                 log.exception("outbox sweep failed; run again later")
 
+    def _dead_hooks(self, topic: str, *, unfinished: bool) -> list[OnDead]:
+        """The topic's bookkeeping for a row going dead: its on_dead hook, and its on_abandoned
+        one first when the last run never finished."""
+        hooks = [self._on_abandoned.get(topic) if unfinished else None, self._on_dead.get(topic)]
+        return [hook for hook in hooks if hook is not None]
+
     async def _bookkeeping(
         self,
         session: AsyncSession,
         row_id: uuid.UUID,
         topic: str,
         payload: dict[str, Any],
-        *,
-        unfinished: bool,
+        hooks: list[OnDead],
     ) -> None:
-        """The topic's bookkeeping of a row going dead (and, when its last run never finished,
-        of that), each in a savepoint: should one fail, the row goes dead without it (logged),
-        and other rows keep theirs."""
-        hooks = [self._on_abandoned.get(topic) if unfinished else None, self._on_dead.get(topic)]
+        """Run `hooks` (`_dead_hooks`), each in a savepoint: should one fail, the row goes dead
+        without it (logged), and other rows keep theirs."""
         for hook in hooks:
-            if hook is None:
-                continue
             try:
                 async with session.begin_nested():
                     await hook(session, payload)
@@ -343,18 +345,14 @@ class Worker:
     ) -> None:
         now = utcnow()
         # A row going dead gets its topic's bookkeeping in the same transaction.
-        hooked = outcome == "dead" and (
-            row.topic in self._on_dead or (unfinished and row.topic in self._on_abandoned)
-        )
-        async with unit_of_work(self._sessions if hooked else self._statements) as session:
+        hooks = self._dead_hooks(row.topic, unfinished=unfinished) if outcome == "dead" else []
+        async with unit_of_work(self._sessions if hooks else self._statements) as session:
             if outcome == "done":
                 kept = await repository.mark_done(session, row, now=now)
             elif outcome == "dead":
                 kept = await repository.mark_dead(session, row, error=error or "failed")
-                if kept and hooked:
-                    await self._bookkeeping(
-                        session, row.id, row.topic, row.payload, unfinished=unfinished
-                    )
+                if kept and hooks:
+                    await self._bookkeeping(session, row.id, row.topic, row.payload, hooks)
             else:
                 at = now + timedelta(seconds=delay)
                 kept = await repository.reschedule(session, row, at=at, error=error)

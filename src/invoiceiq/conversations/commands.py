@@ -215,6 +215,12 @@ def bare_words(lowered: str) -> list[str]:
     return [w for w in words if w]
 
 
+def first_word(text: str) -> str:
+    """The message's first word, lowercased, however it is spaced; "" for a blank message."""
+    words = text.split(maxsplit=1)
+    return words[0].lower() if words else ""
+
+
 def keyword(text: str) -> str:
     """A one-word answer as meant: `Cancel.`, `cancel!`, `Cancel 🙏`, `cancel🙏` and `cancel
     please` are all "cancel"; "" when the message is more than one word (or none)."""

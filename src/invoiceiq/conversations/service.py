@@ -18,6 +18,7 @@ from invoiceiq.conversations.commands import (
     Unknown,
     Unpaid,
     bare_words,
+    first_word,
     keyword,
     parse_command,
 )
@@ -150,8 +151,7 @@ async def _in_flow(
 
 
 def _mistyped_invoice(conversation: Conversation, text: str) -> bool:
-    first = text.strip().split(maxsplit=1)[0].lower() if text.strip() else ""
-    return first == "invoice" and conversation.step in _NO_INVOICE_ANSWERS
+    return first_word(text) == "invoice" and conversation.step in _NO_INVOICE_ANSWERS
 
 
 def _then(answers: list[Outbound], question: Outbound) -> list[Outbound]:
@@ -392,7 +392,7 @@ async def _from_someone_else(
     session: AsyncSession, settings: Settings, message: IncomingMessage
 ) -> list[Outbound]:
     text = (message.text or "").strip() if message.kind == "text" else ""
-    if [word.lower() for word in text.split()[:1]] == ["name"]:  # however it is spaced
+    if first_word(text) == "name":
         try:
             command = parse_command(text, max_amount=settings.mpesa_max_amount)
         except CommandError as error:
