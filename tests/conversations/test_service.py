@@ -294,6 +294,63 @@ async def test_many_same_named_customers_ask_for_the_phone(
     assert await invoices(sessions) == []
 
 
+async def test_same_named_customers_whose_numbers_end_alike_ask_for_the_phone(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    # 0722000081 and 0733000081 both read 2547•••••081: two choices nobody can tell apart.
+    await saved_customers(sessions, "Ann", ["254722000081", "254733000081"])
+    reply = await merchant.only("invoice Ann 900 Extension cable")
+    assert "2 customers called Ann whose numbers end the same way" in reply.text
+    assert "invoice 0712345678 900 Extension cable" in reply.text and not reply.buttons
+    assert await invoices(sessions) == []
+
+
+async def test_a_saved_name_ending_in_a_number_is_read_as_the_whole_name(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    """`invoice Duka 24 500 Sugar` to a customer saved as "Duka 24": the name ends at the
+    second number, not the first (which read KSh 24 for "500 Sugar", or asked 24 or 24,500)."""
+    await saved_customers(sessions, "Duka 24", [CUSTOMER])
+    assert kinds(await merchant.say("invoice duka 24 500 Sugar")) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    assert (invoice.customer_name, invoice.amount_cents, invoice.description) == (
+        "Duka 24",
+        50_000,
+        "Sugar",
+    )
+
+
+async def test_a_short_saved_name_is_still_read_before_numbers_in_the_description(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await saved_customers(sessions, "Mama", [CUSTOMER])
+    assert kinds(await merchant.say("invoice Mama 1500 2 bags of rice")) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    assert (invoice.amount_cents, invoice.description) == (150_000, "2 bags of rice")
+
+
+async def test_two_saved_names_that_could_both_be_meant_ask_for_the_phone(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    """ "Mama" and "Mama 2" saved: `invoice Mama 2 1500 Rice` is KSh 2 to Mama or KSh 1,500 to
+    Mama 2. A one-line invoice goes out at once, so nothing goes out: the phone is asked for."""
+    await saved_customers(sessions, "Mama", [CUSTOMER])
+    await saved_customers(sessions, "Mama 2", ["254798765432"])
+    reply = await merchant.only("invoice Mama 2 1500 Rice")
+    assert 'saved as "Mama" and "Mama 2"' in reply.text and "phone number" in reply.text
+    assert await invoices(sessions) == []
+
+
+async def test_when_no_reading_names_a_saved_customer_the_first_one_answers(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    no_match = await merchant.only("invoice Mama 2 1500 Rice")
+    assert "no saved customer called Mama." in no_match.text
+    asked = await merchant.only("invoice Duka 24 500 Sugar")
+    assert "Is that KSh 24 or KSh 24,500?" in asked.text
+    assert await invoices(sessions) == []
+
+
 # Mid-flow commands ----------------------------------------------------------------------------
 
 

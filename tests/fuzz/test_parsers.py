@@ -16,10 +16,12 @@ from fuzz.strategies import examples, json_values, stk_callback, texts, wa_envel
 from invoiceiq.conversations.commands import (
     DESCRIPTION_MAX,
     DESCRIPTION_MIN,
+    MAX_NAME_READINGS,
     CommandError,
     Help,
     InvoiceAction,
     OneLineInvoice,
+    SavedNameInvoice,
     SetName,
     SetVat,
     StartGuided,
@@ -83,7 +85,17 @@ phone_texts = st.one_of(
     texts, _phones, st.integers(min_value=4000, max_value=4400).map("7".__mul__)
 )
 
-COMMANDS = (Help, StartGuided, OneLineInvoice, InvoiceAction, Unpaid, SetName, SetVat, Unknown)
+COMMANDS = (
+    Help,
+    StartGuided,
+    OneLineInvoice,
+    SavedNameInvoice,
+    InvoiceAction,
+    Unpaid,
+    SetName,
+    SetVat,
+    Unknown,
+)
 
 
 @FUZZ
@@ -99,11 +111,23 @@ def test_the_command_parser_refuses_only_with_command_error(line: str) -> None:
         return
     assert isinstance(command, COMMANDS)
     if isinstance(command, OneLineInvoice):
-        assert 100 <= command.amount_cents <= MAX_AMOUNT * 100
-        assert command.amount_cents % 100 == 0
-        assert DESCRIPTION_MIN <= len(command.description) <= DESCRIPTION_MAX
-        assert (command.phone is None) != (command.saved_name is None)
-        assert command.phone is None or MSISDN.fullmatch(command.phone)
+        _check_invoice(command)
+    if isinstance(command, SavedNameInvoice):
+        assert 1 < len(command.readings) <= MAX_NAME_READINGS
+        for reading in command.readings:
+            assert (reading.invoice is None) != (reading.error is None)
+            assert reading.error is None or reading.error
+            if reading.invoice is not None:
+                _check_invoice(reading.invoice)
+                assert reading.invoice.saved_name == reading.name
+
+
+def _check_invoice(command: OneLineInvoice) -> None:
+    assert 100 <= command.amount_cents <= MAX_AMOUNT * 100
+    assert command.amount_cents % 100 == 0
+    assert DESCRIPTION_MIN <= len(command.description) <= DESCRIPTION_MAX
+    assert (command.phone is None) != (command.saved_name is None)
+    assert command.phone is None or MSISDN.fullmatch(command.phone)
 
 
 @FUZZ

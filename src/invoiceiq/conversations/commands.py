@@ -57,6 +57,25 @@ class OneLineInvoice:
 
 
 @dataclass(frozen=True)
+class NameReading:
+    """One way to read `invoice <words> <amount> <description>`: the words before one of the
+    amount-like words as the saved name, and the invoice that gives, or what is wrong with it."""
+
+    name: str
+    invoice: OneLineInvoice | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedNameInvoice:
+    """`invoice Mama 2 1500 Rice`: the saved name may end at either amount-like word ("Mama"
+    for KSh 2, or "Mama 2" for KSh 1,500). Its readings, shortest name first: the service keeps
+    the one whose name the merchant saved, and asks when more than one is."""
+
+    readings: tuple[NameReading, ...]
+
+
+@dataclass(frozen=True)
 class InvoiceAction:
     action: Literal["status", "cancel", "remind"]
     number: str
@@ -82,7 +101,20 @@ class Unknown:
     pass
 
 
-Command = Help | StartGuided | OneLineInvoice | InvoiceAction | Unpaid | SetName | SetVat | Unknown
+Command = (
+    Help
+    | StartGuided
+    | OneLineInvoice
+    | SavedNameInvoice
+    | InvoiceAction
+    | Unpaid
+    | SetName
+    | SetVat
+    | Unknown
+)
+# A name is read up to at most this many amount-like words (a description full of numbers
+# would otherwise make a reading of each).
+MAX_NAME_READINGS = 4
 
 
 def parse_command(text: str, *, max_amount: int) -> Command:
@@ -108,31 +140,61 @@ def parse_command(text: str, *, max_amount: int) -> Command:
     return Unknown()
 
 
-def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice:
+def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice | SavedNameInvoice:
     """`<phone|saved name> <amount> <description>`; the phone is one token (a copied one
     may come wrapped in invisible direction marks)."""
     tokens = [as_typed(tokens[0]), *tokens[1:]]
     if _PHONE_LIKE.match(tokens[0]):
-        recipient, after = tokens[:1], tokens[1:]
-        span = split_amount(after)
+        span = split_amount(tokens[1:])
         if span is None or span[0] != 0:
             raise CommandError(f"Put the amount after the phone number, like: {ONE_LINE_EXAMPLE}")
-        start, end = span
-    else:
-        span = split_amount(tokens)
-        if span is None or span[0] == 0:
-            raise CommandError(
-                "Type the customer's phone (or saved name), the amount and what it is for, "
-                f"like: {ONE_LINE_EXAMPLE}"
+        amount_cents, description = _amount_and_description(
+            tokens[1:], span[1], max_amount=max_amount
+        )
+        return OneLineInvoice(amount_cents, description, phone=parse_phone(tokens[0]))
+    span = split_amount(tokens)
+    if span is None or span[0] == 0:
+        raise CommandError(
+            "Type the customer's phone (or saved name), the amount and what it is for, "
+            f"like: {ONE_LINE_EXAMPLE}"
+        )
+    readings = _name_readings(tokens, max_amount=max_amount)
+    if len(readings) > 1:
+        return SavedNameInvoice(tuple(readings))
+    only = readings[0]
+    if only.invoice is None:
+        raise CommandError(only.error or "")
+    return only.invoice
+
+
+def _name_readings(tokens: list[str], *, max_amount: int) -> list[NameReading]:
+    """Each amount-like word after the first word may be where the saved name ends."""
+    readings: list[NameReading] = []
+    start = 1
+    while len(readings) < MAX_NAME_READINGS:
+        span = split_amount(tokens[start:])
+        if span is None:
+            break
+        begin, end = start + span[0], start + span[1]
+        name = " ".join(tokens[:begin])
+        try:
+            amount_cents, description = _amount_and_description(
+                tokens[begin:], end - begin, max_amount=max_amount
             )
-        recipient, after = tokens[: span[0]], tokens[span[0] :]
-        start, end = 0, span[1] - span[0]
+        except CommandError as error:
+            readings.append(NameReading(name, error=error.message))
+        else:
+            invoice = OneLineInvoice(amount_cents, description, saved_name=name)
+            readings.append(NameReading(name, invoice=invoice))
+        start = end
+    return readings
+
+
+def _amount_and_description(after: list[str], end: int, *, max_amount: int) -> tuple[int, str]:
+    """`after[:end]` is the amount, the rest the description."""
     _refuse_split_thousands(after[end - 1], after[end:], max_amount=max_amount)
-    amount_cents = _amount(" ".join(after[start:end]), max_amount=max_amount)
-    description = parse_description(" ".join(after[end:]))
-    if len(recipient) == 1 and _PHONE_LIKE.match(recipient[0]):
-        return OneLineInvoice(amount_cents, description, phone=parse_phone(recipient[0]))
-    return OneLineInvoice(amount_cents, description, saved_name=" ".join(recipient))
+    amount_cents = _amount(" ".join(after[:end]), max_amount=max_amount)
+    return amount_cents, parse_description(" ".join(after[end:]))
 
 
 def _refuse_split_thousands(amount: str, rest: list[str], *, max_amount: int) -> None:

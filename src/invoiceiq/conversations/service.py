@@ -12,6 +12,7 @@ from invoiceiq.conversations.commands import (
     Help,
     InvoiceAction,
     OneLineInvoice,
+    SavedNameInvoice,
     SetName,
     SetVat,
     StartGuided,
@@ -31,6 +32,7 @@ from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.money import format_kes
+from invoiceiq.kit.phone import mask_msisdn
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
@@ -43,7 +45,15 @@ PAY_PREFIX = "pay:"
 # Same-named customers offered as buttons; more than this and the merchant types the phone.
 MAX_PICK = 3
 # Commands that interrupt a guided flow; anything else typed mid-flow is an answer.
-MID_FLOW_COMMANDS = (Help, Unpaid, InvoiceAction, StartGuided, OneLineInvoice, SetVat)
+MID_FLOW_COMMANDS = (
+    Help,
+    Unpaid,
+    InvoiceAction,
+    StartGuided,
+    OneLineInvoice,
+    SavedNameInvoice,
+    SetVat,
+)
 # Steps where an answer never starts with "invoice": a one-line invoice typed there with a
 # mistake gets the mistake explained, not taken as a customer's name or an amount.
 _NO_INVOICE_ANSWERS = ("name", "amount")
@@ -142,7 +152,8 @@ async def _in_flow(
         return await _pick(session, settings, merchant, conversation, int(word))
     if not isinstance(command, MID_FLOW_COMMANDS):
         return [await guided.answer(session, settings, conversation, text)]
-    if isinstance(command, (StartGuided, OneLineInvoice)):  # a new invoice replaces this one
+    # A new invoice replaces this one.
+    if isinstance(command, (StartGuided, OneLineInvoice, SavedNameInvoice)):
         await repository.delete(session, conversation.id)
         return await _run_safely(session, settings, merchant, command)
     # help, unpaid, status…: answered, then the flow asks its question again
@@ -177,6 +188,11 @@ async def _run_command(
     if isinstance(command, StartGuided):
         merchant_service.ensure_can_invoice(merchant)
         return [await guided.start(session, settings, merchant)]
+    if isinstance(command, SavedNameInvoice):
+        chosen = await _saved_name_reading(session, merchant, command)
+        if isinstance(chosen, str):
+            return _reply(chosen)
+        return await _one_line_invoice(session, settings, merchant, chosen)
     if isinstance(command, OneLineInvoice):
         return await _one_line_invoice(session, settings, merchant, command)
     if isinstance(command, InvoiceAction):
@@ -206,6 +222,25 @@ def _named(merchant: Merchant, name: str) -> str:
     return texts.NAME_SET.format(name=name)
 
 
+async def _saved_name_reading(
+    session: AsyncSession, merchant: Merchant, command: SavedNameInvoice
+) -> OneLineInvoice | str:
+    """The reading whose name the merchant saved (`Mama 2 1500 Rice` with "Mama 2" saved is
+    KSh 1,500 for Rice), or what to reply: each reading is sent at once, so with two saved
+    names that could both be meant, ask for the phone rather than guess."""
+    merchant_service.ensure_can_invoice(merchant)
+    readings = command.readings
+    saved = await customer_service.saved_names(
+        session, merchant_id=merchant.id, names=[reading.name for reading in readings]
+    )
+    named = [reading for reading in readings if reading.name in saved]
+    if len(named) > 1:
+        names = " and ".join(f'"{reading.name}"' for reading in named)
+        return texts.NAME_ENDS_UNCLEAR.format(names=names)
+    reading = named[0] if named else readings[0]
+    return reading.invoice or reading.error or texts.HELP
+
+
 async def _one_line_invoice(
     session: AsyncSession, settings: Settings, merchant: Merchant, command: OneLineInvoice
 ) -> list[Outbound]:
@@ -228,6 +263,9 @@ async def _one_line_invoice(
     if len(matches) > MAX_PICK:
         # Only the first few are read: how many more there are is not counted.
         return _reply(texts.SEVERAL_MATCHES.format(count=MAX_PICK, **fill))
+    if len({mask_msisdn(c.phone) for c in matches}) < len(matches):
+        # The choices would read the same (the mask shows a number's last digits only).
+        return _reply(texts.MATCHES_ALIKE.format(count=len(matches), **fill))
     choices = [{"phone": c.phone, "name": c.name or command.saved_name} for c in matches]
     prompt = await guided.start_pick(
         session, settings, merchant, choices=choices, amount_cents=amount, description=description

@@ -85,9 +85,17 @@ SEVERAL_MATCHES = (
     "You have more than {count} customers called {name}. Type the phone number instead, like: "
     "invoice 0712345678 {amount} {description}"
 )
+MATCHES_ALIKE = (
+    "You have {count} customers called {name} whose numbers end the same way. Type the phone "
+    "number instead, like: invoice 0712345678 {amount} {description}"
+)
 PICK_CUSTOMER = (
     "You have {count} customers called {name}. Which one gets the invoice for {amount} "
     "({description})?\n\n{choices}\n\nTap a number, or type cancel."
+)
+NAME_ENDS_UNCLEAR = (
+    "You have customers saved as {names}, so I can't tell where the name ends and the amount "
+    "starts. Type the phone number instead, like: invoice 0712345678 1500 Logo design"
 )
 NO_MATCH = (
     "You have no saved customer called {name}. Type their phone number instead, like: "

@@ -47,12 +47,25 @@ async def find_by_name(
     only ASCII, so a saved "Émile" would never be found. A merchant's address book is small,
     and the lookup runs only for `invoice <saved name> …`."""
     wanted = name.casefold()
+    named = await _named(session, merchant_id)
+    return [customer for customer in named if (customer.name or "").casefold() == wanted][:limit]
+
+
+async def saved_names(
+    session: AsyncSession, *, merchant_id: uuid.UUID, names: list[str]
+) -> set[str]:
+    """Which of `names` this merchant saved a customer under (as given), whatever the case."""
+    saved = {(customer.name or "").casefold() for customer in await _named(session, merchant_id)}
+    return {name for name in names if name.casefold() in saved}
+
+
+async def _named(session: AsyncSession, merchant_id: uuid.UUID) -> list[Customer]:
     named = await session.scalars(
         sa.select(Customer)
         .where(Customer.merchant_id == merchant_id, Customer.name.is_not(None))
         .order_by(Customer.updated_at.desc())
     )
-    return [customer for customer in named if (customer.name or "").casefold() == wanted][:limit]
+    return list(named)
 
 
 async def touch_inbound(session: AsyncSession, phone: str, at: datetime) -> None:

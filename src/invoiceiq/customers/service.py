@@ -31,6 +31,12 @@ async def find_by_name(
     return await repository.find_by_name(session, merchant_id=merchant_id, name=name)
 
 
+async def saved_names(
+    session: AsyncSession, *, merchant_id: uuid.UUID, names: list[str]
+) -> set[str]:
+    return await repository.saved_names(session, merchant_id=merchant_id, names=names)
+
+
 async def saved_name(session: AsyncSession, *, merchant_id: uuid.UUID, phone: str) -> str | None:
     """The name this merchant saved for `phone`, which an invoice without a name gets."""
     customer = await repository.get(session, merchant_id=merchant_id, phone=phone)
