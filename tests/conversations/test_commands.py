@@ -194,3 +194,60 @@ def test_description_of_exactly_the_limits_is_accepted() -> None:
 @pytest.mark.parametrize("button_id", ["flow:edit:abc:²", "flow:edit:abc:x", "flow:edit"])
 def test_a_flow_button_that_is_not_ours_is_no_button(button_id: str) -> None:
     assert guided.parse_button(button_id) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("Unpaid.", Unpaid()),
+        ("unpaid?", Unpaid()),
+        ("?", Help()),
+        ("Help!", Help()),
+        ("invoice!", StartGuided()),
+        ("Invoice.", StartGuided()),
+        ("invoice: 0712345678 500 Milk", OneLineInvoice(50_000, "Milk", phone="254712345678")),
+        ("status: INV7K3QX9A", InvoiceAction("status", "INV7K3QX9A")),
+        ("status #INV7K3QX9A", InvoiceAction("status", "INV7K3QX9A")),
+        ("vat off.", SetVat(enabled=False)),
+        ("VAT On!", SetVat(enabled=True)),
+    ],
+)
+def test_punctuation_typed_with_a_command_word_is_not_the_command(
+    text: str, command: object
+) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize("after", [":", ",", ";", "."])
+def test_punctuation_typed_after_the_phone_number_is_left_out(after: str) -> None:
+    command = parse(f"invoice 0712345678{after} 1000 Flour")
+    assert command == OneLineInvoice(100_000, "Flour", phone="254712345678")
+
+
+@pytest.mark.parametrize(
+    ("text", "fixed"),
+    [
+        ("invoice 0722 000 004 Ksh1,500 Branding", "invoice 0722000004 Ksh1,500 Branding"),
+        ("invoice 0722 000004 1500 Branding", "invoice 0722000004 1500 Branding"),
+        ("invoice +254 722 000 005 1500 Branding", "invoice +254722000005 1500 Branding"),
+        ("invoice 07 22 00 00 04 1500 Branding", "invoice 0722000004 1500 Branding"),
+    ],
+)
+def test_a_phone_number_typed_with_spaces_is_asked_for_without_them(text: str, fixed: str) -> None:
+    """Not "Is that KSh 000 or KSh 000,004?" nor "too short": the number is there, spaced."""
+    with pytest.raises(CommandError) as error:
+        parse(text)
+    assert error.value.message == f"Type the phone number without spaces, like: {fixed}"
+
+
+@pytest.mark.parametrize("amount", ["15OO", "1500KES", "1500bob", "1e3", "½", "١٥٠٠"])
+def test_a_mistyped_amount_after_the_phone_is_called_so(amount: str) -> None:
+    with pytest.raises(CommandError) as error:
+        parse(f"invoice 0722000020 {amount} Test item")
+    assert error.value.message.startswith("That doesn't look like an amount.")
+
+
+def test_no_amount_after_the_phone_asks_for_one_there() -> None:
+    with pytest.raises(CommandError) as error:
+        parse("invoice 0722000020 Test item 1500")
+    assert error.value.message.startswith("Put the amount after the phone number")

@@ -27,7 +27,9 @@ _SHORT_AMOUNT = re.compile(r"(?:KES|KSHS?|SHS?)?\.?(?P<digits>[0-9]{1,3}),?", re
 _THOUSANDS_GROUP = re.compile(r"[0-9]{3}(?![0-9])")
 _INVOICE_NUMBER = re.compile(r"^INV[0-9A-Z]{7}$")
 _LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
-_NUMBER_PUNCTUATION = ".,;:!?()[]\"'*_"
+_NUMBER_PUNCTUATION = ".,;:!?()[]\"'*_#"
+# `0712 345 678`, `+254 712 345 678`, `07 12 34 56 78`: the groups a number is typed in.
+_MAX_PHONE_GROUPS = 5
 
 
 class CommandError(ValueError):
@@ -122,7 +124,8 @@ def parse_command(text: str, *, max_amount: int) -> Command:
     tokens = text.split()
     if not tokens:
         return Unknown()
-    verb, rest = tokens[0].lower(), tokens[1:]
+    # `Unpaid.`, `invoice!`, `status: INV…`: the word as meant (`?` alone stays `?`).
+    verb, rest = tokens[0].lower().strip(_PUNCTUATION) or tokens[0], tokens[1:]
     if verb in {"help", "menu", "?"} and not rest:
         return Help()
     if verb == "invoice":
@@ -133,8 +136,9 @@ def parse_command(text: str, *, max_amount: int) -> Command:
         return Unpaid()
     if verb == "name":
         return SetName(parse_business_name(" ".join(rest)))
-    if verb == "vat" and len(rest) == 1 and rest[0].lower() in {"on", "off"}:
-        return SetVat(rest[0].lower() == "on")
+    switch = rest[0].lower().strip(_PUNCTUATION) if len(rest) == 1 else ""
+    if verb == "vat" and switch in {"on", "off"}:
+        return SetVat(switch == "on")
     if verb == "vat":
         raise CommandError("Type vat on if your prices include VAT, or vat off if they don't.")
     return Unknown()
@@ -143,15 +147,17 @@ def parse_command(text: str, *, max_amount: int) -> Command:
 def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice | SavedNameInvoice:
     """`<phone|saved name> <amount> <description>`; the phone is one token (a copied one
     may come wrapped in invisible direction marks)."""
-    tokens = [as_typed(tokens[0]), *tokens[1:]]
+    tokens = [_recipient(tokens[0]), *tokens[1:]]
     if _PHONE_LIKE.match(tokens[0]):
-        span = split_amount(tokens[1:])
+        phone = _one_token_phone(tokens)
+        after = tokens[1:]
+        span = split_amount(after)
         if span is None or span[0] != 0:
+            if after and any(char.isnumeric() for char in after[0]):
+                _amount(after[0], max_amount=max_amount)  # what is wrong with it, if anything
             raise CommandError(f"Put the amount after the phone number, like: {ONE_LINE_EXAMPLE}")
-        amount_cents, description = _amount_and_description(
-            tokens[1:], span[1], max_amount=max_amount
-        )
-        return OneLineInvoice(amount_cents, description, phone=parse_phone(tokens[0]))
+        amount_cents, description = _amount_and_description(after, span[1], max_amount=max_amount)
+        return OneLineInvoice(amount_cents, description, phone=phone)
     span = split_amount(tokens)
     if span is None or span[0] == 0:
         raise CommandError(
@@ -165,6 +171,33 @@ def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice | Sav
     if only.invoice is None:
         raise CommandError(only.error or "")
     return only.invoice
+
+
+def _recipient(token: str) -> str:
+    """The first word as meant: without what copying adds (`as_typed`), and a phone number
+    without the punctuation typed after it (`0712345678:`, `0712345678,`)."""
+    token = as_typed(token)
+    bare = token.rstrip(_PUNCTUATION)
+    return bare if bare and _PHONE_LIKE.match(bare) else token
+
+
+def _one_token_phone(tokens: list[str]) -> str:
+    """`tokens[0]` as a phone number; when it is a number typed with spaces (`0712 345 678`),
+    the error says to type it without them, with the command as it should read."""
+    try:
+        return parse_phone(tokens[0])
+    except CommandError as error:
+        for end in range(2, min(len(tokens), _MAX_PHONE_GROUPS) + 1):
+            joined = "".join(tokens[:end])
+            if not _PHONE_LIKE.match(joined):
+                break
+            try:
+                normalize_msisdn(joined)
+            except PhoneError:
+                continue
+            fixed = " ".join(["invoice", joined, *tokens[end:]])
+            raise CommandError(f"Type the phone number without spaces, like: {fixed}") from None
+        raise error from None
 
 
 def _name_readings(tokens: list[str], *, max_amount: int) -> list[NameReading]:
