@@ -198,6 +198,38 @@ async def test_back_from_a_summary_makes_its_buttons_stale(
     assert invoice.amount_cents == 1_500_000 and invoice.description == "Website"
 
 
+@pytest.mark.parametrize("typed", ["send", "Send.", "yes", "Yes please"])
+async def test_send_typed_on_the_summary_sends_it_once(
+    merchant: Chat, sessions: SessionFactory, typed: str
+) -> None:
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    assert kinds(await merchant.say(typed)) == ["confirmation"]
+    assert kinds(await merchant.say(typed)) == ["reply"]  # no summary any more: the help
+    stale = await merchant.tap(summary.buttons[0][0])
+    assert texts.FLOW_STALE in stale[0].text
+    [invoice] = await invoices(sessions)
+    assert invoice.amount_cents == 50_000 and invoice.description == "Cake"
+
+
+async def test_edit_typed_on_the_summary_asks_what_to_change(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    assert (await merchant.only("Edit")).text == texts.FLOW_ASK_EDIT
+    assert "KSh 800" in (await merchant.only("amount 800")).text
+    assert await invoices(sessions) == []
+
+
+async def test_other_text_on_the_summary_says_what_to_tap(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    again = await merchant.only("Phone 0722000092")
+    assert again.text.startswith(texts.FLOW_TAP_SUMMARY) and "KSh 500" in again.text
+    assert [title for _, title in again.buttons] == ["Send", "Edit", "Cancel"]
+    assert await invoices(sessions) == []
+
+
 async def test_a_tap_after_send_does_not_say_nothing_was_sent(
     merchant: Chat, sessions: SessionFactory
 ) -> None:
@@ -267,14 +299,17 @@ async def test_same_named_customers_are_offered_to_choose(
     assert [title for _, title in choice.buttons] == ["1", "2"]
     assert kinds(await merchant.tap(choice.buttons[1][0])) == ["confirmation"]
     again = await merchant.tap(choice.buttons[1][0])
-    assert texts.FLOW_STALE in again[0].text
+    assert again[0].text == texts.PICK_STALE  # a list, not a summary, and no Send was tapped
     [invoice] = await invoices(sessions)
     second_line = next(line for line in choice.text.splitlines() if line.startswith("2. "))
     assert second_line.endswith(invoice.customer_phone[-3:]) and invoice.customer_name == "Jane"
 
     typed = await merchant.only("invoice Jane 300 Bread")
     assert "3. " not in typed.text
-    assert (await merchant.only("7")).buttons  # no such choice: asked again
+    no_such = await merchant.only("7")  # no such choice: said so, and asked again
+    assert no_such.text.startswith("There is no 7 on the list.") and no_such.buttons
+    other = await merchant.only("the first one")
+    assert other.text.startswith(texts.PICK_TAP) and other.buttons
     assert await merchant.say("²")  # a digit that is no number: an answer, not a crash
     assert kinds(await merchant.say("1")) == ["confirmation"]
     assert {i.customer_phone for i in await invoices(sessions)} == {
@@ -407,17 +442,32 @@ async def test_a_command_mid_flow_is_answered_then_the_question_is_asked_again(
     assert len(await invoices(sessions)) == 1
 
 
-async def test_an_expired_summary_button_says_it_expired(
-    merchant: Chat, sessions: SessionFactory
-) -> None:
-    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+async def expire_the_flow(sessions: SessionFactory) -> None:
     async with sessions() as session, session.begin():
         await session.execute(
             sa.text("UPDATE conversation SET expires_at = :at"),
             {"at": utcnow() - timedelta(seconds=1)},
         )
+
+
+async def test_an_expired_summary_button_says_it_expired(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    summary = await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    await expire_the_flow(sessions)
     [reply] = await merchant.tap(summary.buttons[0][0])
-    assert "expired" in reply.text
+    assert "expired after 30 minutes without a reply" in reply.text
+    assert await invoices(sessions) == []
+
+
+@pytest.mark.parametrize(("ttl", "said"), [(60, "1 minute without"), (119, "1 minute without")])
+async def test_the_expiry_notice_counts_minutes_in_good_grammar(
+    merchant: Chat, sessions: SessionFactory, ttl: int, said: str
+) -> None:
+    merchant.overrides["conversation_ttl"] = ttl
+    await summary_after(merchant, "0712345678", "skip", "500", "Cake")
+    await expire_the_flow(sessions)
+    assert said in (await merchant.only("send")).text
     assert await invoices(sessions) == []
 
 

@@ -11,7 +11,7 @@ older summary (showing the old answers) are stale and issue nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -91,7 +91,9 @@ async def answer(
     if step == EDIT_STEP:
         return await _choose_edit(session, settings, conversation, text)
     if step not in PROMPTS:  # confirm (or pick): only the buttons move on from here
-        return await still_there(session, settings, conversation)
+        question = await still_there(session, settings, conversation)
+        hint = texts.FLOW_TAP_SUMMARY if step == "confirm" else texts.PICK_TAP
+        return replace(question, text=f"{hint}\n\n{question.text}")
     data = dict(conversation.data)
     try:
         _apply(step, text, data, settings)
@@ -245,7 +247,8 @@ async def start_pick(
     return pick_prompt(conversation)
 
 
-def pick_prompt(conversation: Conversation) -> Outbound:
+def pick_prompt(conversation: Conversation, hint: str = "") -> Outbound:
+    """The choice among same-named customers, after `hint` (what was wrong with an answer)."""
     data = conversation.data
     lines = [
         f"{n}. {c['name']} · {mask_msisdn(c['phone'])}"
@@ -259,7 +262,7 @@ def pick_prompt(conversation: Conversation) -> Outbound:
         choices="\n".join(lines),
     )
     buttons = tuple((f"{PICK}:{conversation.id}:{n}", str(n)) for n in range(1, len(lines) + 1))
-    return Outbound(kind="reply", text=text, buttons=buttons)
+    return Outbound(kind="reply", text=f"{hint}\n\n{text}" if hint else text, buttons=buttons)
 
 
 @dataclass(frozen=True)

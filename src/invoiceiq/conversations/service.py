@@ -57,6 +57,8 @@ MID_FLOW_COMMANDS = (
 # Steps where an answer never starts with "invoice": a one-line invoice typed there with a
 # mistake gets the mistake explained, not taken as a customer's name or an amount.
 _NO_INVOICE_ANSWERS = ("name", "amount")
+# Typed on the summary, what tapping Send does (it asks "Send it?").
+_TYPED_SEND = ("send", "yes")
 
 
 async def handle_message(
@@ -133,7 +135,8 @@ async def _live_conversation(
 
 
 def _expired_text(settings: Settings) -> str:
-    return texts.FLOW_EXPIRED.format(minutes=max(1, int(settings.conversation_ttl // 60)))
+    minutes = max(1, int(settings.conversation_ttl // 60))
+    return texts.FLOW_EXPIRED.format(duration=f"{minutes} minute{'' if minutes == 1 else 's'}")
 
 
 async def _in_flow(
@@ -150,6 +153,10 @@ async def _in_flow(
         return [await guided.cancel(session, conversation)]
     if conversation.step == guided.PICK_STEP and word.isdecimal():
         return await _pick(session, settings, merchant, conversation, int(word))
+    if conversation.step == "confirm" and keyword(text) in _TYPED_SEND:
+        return await _send_summary(session, settings, merchant, conversation)
+    if conversation.step == "confirm" and keyword(text) == "edit":
+        return [await guided.edit(session, settings, conversation)]
     if not isinstance(command, MID_FLOW_COMMANDS):
         return [await guided.answer(session, settings, conversation, text)]
     # A new invoice replaces this one.
@@ -310,7 +317,7 @@ async def _pick(
     data = conversation.data
     choices = data["choices"]
     if not 1 <= number <= len(choices):
-        return [guided.pick_prompt(conversation)]
+        return [guided.pick_prompt(conversation, texts.PICK_NO_SUCH.format(number=number))]
     choice = choices[number - 1]
     await repository.delete(session, conversation.id)  # a second tap finds nothing: stale
     return await _issue(
@@ -372,7 +379,7 @@ async def _flow_button(
         return _reply(texts.HELP)
     conversation = await repository.get_for_merchant(session, merchant.id)
     if conversation is None or str(conversation.id) != tapped.conversation_id:
-        return _reply(texts.FLOW_STALE)
+        return _reply(texts.PICK_STALE if tapped.action == guided.PICK else texts.FLOW_STALE)
     if guided.is_expired(conversation):
         await repository.delete(session, conversation.id)
         return _reply(_expired_text(settings))
@@ -386,6 +393,13 @@ async def _flow_button(
         return [await guided.edit(session, settings, conversation)]
     if tapped.action != guided.SEND:
         return _reply(texts.HELP)
+    return await _send_summary(session, settings, merchant, conversation)
+
+
+async def _send_summary(
+    session: AsyncSession, settings: Settings, merchant: Merchant, conversation: Conversation
+) -> list[Outbound]:
+    """Send on the summary (tapped, or typed while it is the merchant's live one)."""
     data = conversation.data
     await repository.delete(session, conversation.id)  # a second tap finds nothing: stale
     return await _issue(

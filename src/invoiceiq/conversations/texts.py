@@ -55,7 +55,7 @@ NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
 CUSTOMER_INVOICES = "You have {count} unpaid invoice(s) from businesses on InvoiceIQ:"
 
 FLOW_EXPIRED = (
-    "Your unfinished invoice expired after {minutes} minutes without a reply, so nothing was "
+    "Your unfinished invoice expired after {duration} without a reply, so nothing was "
     "sent. Type invoice to start again."
 )
 FLOW_ASK_PHONE = "New invoice. What is the customer's phone number? (like 0712345678)\n" + (
@@ -70,6 +70,13 @@ FLOW_STALE = (
     "that invoice may have gone out: type unpaid to see your open invoices. Type invoice to "
     "start a new one."
 )
+PICK_STALE = (
+    "That list is no longer active, so this tap did nothing. If you chose a customer before, "
+    "that invoice may have gone out: type unpaid to see your open invoices."
+)
+FLOW_TAP_SUMMARY = "Tap Send to send it, Edit to change something, or type cancel."
+PICK_TAP = "Tap the number of the customer who gets the invoice, or type cancel."
+PICK_NO_SUCH = "There is no {number} on the list."
 FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
 FLOW_RESUME = "Back to your new invoice:"
 FLOW_ASK_EDIT = (
