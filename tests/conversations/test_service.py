@@ -574,6 +574,21 @@ async def test_a_reaction_or_system_notice_is_not_answered(
     assert await merchant._handle(IncomingMessage(_wamid(), MERCHANT, "unsupported"))
 
 
+async def test_the_guided_flow_refuses_a_number_that_sent_stop_when_it_is_typed(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    customer = await invoiced_customer(merchant, sessions, database_url)
+    assert (await customer.only("STOP")).text == texts.STOPPED
+    await merchant.only("invoice")
+    refused = await merchant.only("0712345678")
+    assert refused.text.startswith(texts.FLOW_OPTED_OUT) and texts.FLOW_ASK_PHONE in refused.text
+    summary = await summary_after(merchant, "0722000092", "skip", "500", "Cake")
+    await merchant.tap(summary.buttons[1][0])  # Edit, to the number that sent STOP
+    assert (await merchant.only("phone 0712345678")).text.startswith(texts.FLOW_OPTED_OUT)
+    assert kinds(await merchant.tap(summary.buttons[0][0])) == ["reply"]  # stale after Edit
+    assert len(await invoices(sessions)) == 1
+
+
 @pytest.mark.parametrize(
     "text", ["Stop!", "STOP.", "stop sending these", "please stop", "Unsubscribe", "*stop*"]
 )

@@ -97,6 +97,7 @@ async def answer(
     data = dict(conversation.data)
     try:
         _apply(step, text, data, settings)
+        await _refuse_opted_out(session, step, data)
     except CommandError as error:
         return reply(f"{error.message}\n\n{PROMPTS[step]}")
     await _note_saved_name(session, conversation, step, data)
@@ -120,6 +121,12 @@ def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> No
         data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
     else:
         data["description"] = parse_description(text)
+
+
+async def _refuse_opted_out(session: AsyncSession, field: str, data: dict[str, Any]) -> None:
+    """A number that sent STOP is refused when typed, not only when Send is tapped."""
+    if field == "phone" and await customer_service.is_opted_out(session, data["phone"]):
+        raise CommandError(texts.FLOW_OPTED_OUT)
 
 
 async def _note_saved_name(
@@ -157,6 +164,7 @@ async def _choose_edit(
     if value.strip():  # "amount 1500": the new answer came with the field
         try:
             _apply(field, value, data, settings)
+            await _refuse_opted_out(session, field, data)
         except CommandError as error:
             return reply(f"{error.message}\n\n{texts.FLOW_ASK_EDIT}")
         await _note_saved_name(session, conversation, field, data)

@@ -77,6 +77,10 @@ PICK_STALE = (
 FLOW_TAP_SUMMARY = "Tap Send to send it, Edit to change something, or type cancel."
 PICK_TAP = "Tap the number of the customer who gets the invoice, or type cancel."
 PICK_NO_SUCH = "There is no {number} on the list."
+FLOW_OPTED_OUT = (
+    "This customer asked not to receive invoices (they sent STOP), so they can't get one. "
+    "Type another number, or cancel."
+)
 FLOW_NOTHING_TO_UNDO = "Nothing to go back to. Type cancel to stop."
 FLOW_RESUME = "Back to your new invoice:"
 FLOW_ASK_EDIT = (
