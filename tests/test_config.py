@@ -12,6 +12,7 @@ from pydantic import SecretStr, ValidationError
 
 from invoiceiq.config import (
     SANDBOX_PASSKEY,
+    SANDBOX_SHORTCODE,
     Environment,
     MpesaEnvironment,
     Settings,
@@ -364,6 +365,54 @@ def test_production_refuses_each_dev_placeholder_secret(name: str, placeholder: 
 def test_production_refuses_dev_placeholders_in_other_secrets_too(name: str) -> None:
     problem = _only_problem(refusal(**PRODUCTION | {name: "dev-something"}))
     assert problem == f"{name.upper()} is a dev- placeholder; set a real secret"
+
+
+@pytest.mark.parametrize(
+    "name", ["whatsapp_webhook_secret", "mpesa_callback_secret", "metrics_token"]
+)
+def test_production_refuses_a_short_secret_of_our_own(name: str) -> None:
+    problem = _only_problem(refusal(**PRODUCTION | {name: "x"}))
+    assert problem.startswith(f"{name.upper()} is shorter than 16 characters")
+    assert settings(**PRODUCTION | {name: "x" * 16}).is_production
+
+
+@pytest.mark.parametrize("base_url", ["http://pay.example.co.ke", "http://localhost:8000"])
+def test_production_refuses_a_plain_http_base_url(base_url: str) -> None:
+    problem = _only_problem(refusal(**PRODUCTION | {"base_url": base_url}))
+    assert problem.startswith("BASE_URL is not https")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"mpesa_shortcode": SANDBOX_SHORTCODE}, "MPESA_SHORTCODE is the sandbox's 174379"),
+        ({"mpesa_passkey": SANDBOX_PASSKEY}, "MPESA_PASSKEY is the sandbox's public passkey"),
+    ],
+)
+def test_production_mpesa_refuses_the_sandbox_shortcode_and_passkey(
+    values: dict[str, str], expected: str
+) -> None:
+    problem = _only_problem(refusal(**PRODUCTION | values))
+    assert problem.startswith(expected)
+    # A production deploy against Daraja's sandbox (a staging site) uses exactly those.
+    staging = PRODUCTION | values | {"mpesa_environment": "sandbox"}
+    assert settings(**staging).is_production
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "pay.example.co.ke", "ftp://pay.example.co.ke", "https://"]
+)
+def test_base_url_must_be_an_http_address(url: str) -> None:
+    message = refusal(base_url=url)
+    assert "BASE_URL:" in message and "is not an http(s) address" in message
+
+
+@pytest.mark.parametrize("name", ["mpesa_callback_allowlist", "trusted_proxies"])
+def test_an_address_list_with_a_typo_is_refused_at_start(name: str) -> None:
+    message = refusal(**{name: "196.201.214.200, 999.1.1.1"})
+    assert f"{name.upper()}:" in message and "'999.1.1.1' is not an IP address" in message
+    allowed = settings(**{name: "196.201.214.200, 196.201.214.0/24, ::1"})
+    assert getattr(allowed, name) == ["196.201.214.200", "196.201.214.0/24", "::1"]
 
 
 def test_production_refuses_sqlite() -> None:

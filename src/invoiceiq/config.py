@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -13,6 +15,8 @@ from sqlalchemy.exc import ArgumentError
 SANDBOX_SHORTCODE = "174379"
 # Safaricom's published sandbox passkey for shortcode 174379: public, not a secret.
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+# The secrets we choose ourselves, in production: long enough that nobody guesses them.
+MIN_SECRET_LENGTH = 16
 
 DARAJA_URLS = {
     "sandbox": "https://sandbox.safaricom.co.ke",
@@ -115,6 +119,21 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("mpesa_callback_allowlist", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Refused here, not skipped where it is used: a typo would otherwise turn every
+        # callback away (or trust no proxy) without a word.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network, like 196.201.214.200 or "
+                    "196.201.214.0/24"
+                ) from None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -122,8 +141,13 @@ class Settings(BaseSettings):
 
     @field_validator("base_url", "whatsapp_api_url", "mpesa_api_url")
     @classmethod
-    def _no_trailing_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else value
+    def _an_origin(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) address, like https://pay.example.com")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _handler_outlasts_its_calls(self) -> Settings:
@@ -267,4 +291,21 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("DATABASE_URL is SQLite; use PostgreSQL (postgresql+asyncpg://...)")
     if settings.metrics_token is None:
         problems.append("METRICS_TOKEN is not set; /metrics must be protected")
+    # The secrets we choose (the providers issue the others): guessed, they let anyone post
+    # webhooks and callbacks, or read /metrics.
+    for name in ("whatsapp_webhook_secret", "mpesa_callback_secret", "metrics_token"):
+        secret = getattr(settings, name)
+        value = secret.get_secret_value() if secret is not None else None
+        if value is not None and not value.startswith("dev-") and len(value) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{name.upper()} is shorter than {MIN_SECRET_LENGTH} characters; use a long "
+                "random one (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    if urlsplit(settings.base_url).scheme != "https":
+        problems.append("BASE_URL is not https; M-PESA callbacks and invoice links need https")
+    if settings.mpesa_environment is MpesaEnvironment.PRODUCTION:
+        if settings.mpesa_shortcode == SANDBOX_SHORTCODE:
+            problems.append("MPESA_SHORTCODE is the sandbox's 174379; set your own shortcode")
+        if settings.mpesa_passkey.get_secret_value() == SANDBOX_PASSKEY:
+            problems.append("MPESA_PASSKEY is the sandbox's public passkey; set your own")
     return problems
