@@ -563,6 +563,33 @@ async def invoiced_customer(merchant: Chat, sessions: SessionFactory, database_u
     return customer
 
 
+@pytest.mark.parametrize(
+    ("unpaid", "heading", "shown"),
+    [
+        (1, texts.CUSTOMER_INVOICE, 1),
+        (3, "You have 3 unpaid invoices from businesses on InvoiceIQ:", 3),
+        (4, "You have more than 3 unpaid invoices from businesses on InvoiceIQ.", 3),
+    ],
+)
+async def test_a_customer_is_told_how_many_invoices_are_unpaid_truthfully(
+    merchant: Chat,
+    sessions: SessionFactory,
+    database_url: str,
+    unpaid: int,
+    heading: str,
+    shown: int,
+) -> None:
+    for n in range(unpaid):
+        await merchant.say(f"invoice 0712345678 {500 + n} Cake")
+    customer = Chat(sessions, database_url, CUSTOMER)
+    await customer.replies()
+    replies = await customer.say("hi, what do I owe?")
+    assert replies[0].text.startswith(heading)
+    assert [r.kind for r in replies[1:]] == ["invoice_copy"] * shown + ["reply"]
+    newest = f"KSh {500 + unpaid - 1}"
+    assert newest in replies[1].text
+
+
 async def test_a_reaction_or_system_notice_is_not_answered(
     merchant: Chat, sessions: SessionFactory, database_url: str
 ) -> None:

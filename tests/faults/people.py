@@ -34,7 +34,10 @@ HESITATIONS: tuple[tuple[str, ...], ...] = (
     ("timeout", "cancel"),
     ("wrong_pin", "timeout"),
 )
-_WAIT = re.compile(r"Please wait (\d+) seconds")
+# "Please wait 88 seconds, then tap Pay again", "Then, or in 40 seconds, tap Pay again", and
+# "We are still checking with M-PESA…" (no time: the outcome's own message will come).
+_WAIT = re.compile(r"(?:wait|in) (\d+) seconds")
+_CHECKING = "still checking with M-PESA"
 _TEMPLATES = {
     "payment_receipt": "receipt",
     "merchant_payment_received": "merchant_receipt",
@@ -130,7 +133,7 @@ def classify(message: Message) -> str:
         return "invoice"
     if body.startswith("Check your phone"):
         return "check"
-    if _WAIT.search(body):
+    if _WAIT.search(body) or _CHECKING in body:
         return "wait"
     if "already paid" in body:
         return "paid"

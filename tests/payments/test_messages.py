@@ -33,7 +33,9 @@ def test_receipts_carry_everything_in_both_forms(receipt: str | None) -> None:
     customer = messages.receipt_for_customer(
         invoice, business_name="Wanjiku Designs", receipt=receipt, paid_at=PAID_AT, link=LINK
     )
-    merchant = messages.receipt_for_merchant(invoice, receipt=receipt, paid_at=PAID_AT, link=LINK)
+    merchant = messages.receipt_for_merchant(
+        invoice, payer=invoice.customer_phone, receipt=receipt, paid_at=PAID_AT, link=LINK
+    )
 
     for outbound, extra in ((customer, "Wanjiku Designs"), (merchant, "2547•••••678")):
         assert outbound.template is not None

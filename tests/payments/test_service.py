@@ -205,6 +205,10 @@ async def test_the_cooldown_runs_from_the_last_prompt(
 
     assert result.outcome == "wait"
     assert settings.pay_cooldown - 31 <= result.wait_seconds <= settings.pay_cooldown - 29
+    # The tapper is told why: M-PESA's pause between two payments of one amount.
+    [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
+    assert reply.text.startswith("M-PESA needs a pause between two payments of the same amount")
+    assert reply.text.endswith("seconds, then tap Pay again.")
 
 
 async def test_orphan_successes_match_only_pushes_that_may_have_prompted(
@@ -475,3 +479,97 @@ async def test_a_payer_who_is_not_the_customer_is_sent_to_the_page_not_given_a_p
     # Outside their window (they may never have written to us) only the template goes: its
     # "do not pay again" must still reach them, and its Pay button's refusal names the link.
     assert sent.request["template"]["name"] == sent.kind
+
+
+async def test_a_payment_from_another_number_tells_the_invoiced_customer_and_names_the_payer(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """Paid from the page with another number: the payer gets the receipt, the customer on the
+    invoice hears it is paid (else their chat ends at the invoice), and the merchant is told
+    which number paid."""
+    payer = "254111000000"
+    async with unit_of_work(sessions) as session:
+        owner = await factories.merchant(session)
+        invoice = await factories.invoice(session, merchant=owner, customer_name="Jane")
+        theirs = await factories.payment(
+            session, invoice=invoice, phone=payer, checkout_request_id="ws_CO_page"
+        )
+    async with unit_of_work(sessions) as session:
+        payment = await repository.get(session, theirs.id)
+        assert payment is not None
+        assert await success.mark_success(
+            session, settings, payment, confirmed_by="callback", receipt="UAB12CD34E"
+        )
+    async with sessions() as session:
+        sent = list(await session.scalars(sa.select(MessageLog).order_by(MessageLog.created_at)))
+    by_phone = {(entry.phone, entry.kind): entry for entry in sent}
+    assert set(by_phone) == {
+        (payer, "receipt"),
+        (CUSTOMER, "receipt"),
+        (owner.phone, "payment_received"),
+    }
+    told = by_phone[(owner.phone, "payment_received")].request
+    assert told is not None
+    assert "from 2541•••••000 (another number, from the invoice page)" in told["text"]
+    assert "Jane" not in told["text"] and "2547•••••678" not in told["text"]
+    assert "2541•••••000" in told["template"]["params"]
+
+
+async def test_the_customer_paying_gets_one_receipt_and_is_named_to_the_merchant(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        owner = await factories.merchant(session)
+        invoice = await factories.invoice(session, merchant=owner, customer_name="Jane")
+        theirs = await factories.payment(session, invoice=invoice, checkout_request_id="ws_CO_1")
+    async with unit_of_work(sessions) as session:
+        payment = await repository.get(session, theirs.id)
+        assert payment is not None
+        assert await success.mark_success(session, settings, payment, confirmed_by="callback")
+    async with sessions() as session:
+        sent = list(await session.scalars(sa.select(MessageLog)))
+    assert sorted((entry.phone, entry.kind) for entry in sent) == sorted(
+        [(CUSTOMER, "receipt"), (owner.phone, "payment_received")]
+    )
+    [told] = [entry.request for entry in sent if entry.kind == "payment_received"]
+    assert told is not None and "from Jane (2547•••••678)." in told["text"]
+
+
+async def test_a_tap_while_another_number_pays_from_the_page_is_told_so(
+    session: AsyncSession, settings: Settings
+) -> None:
+    invoice = await factories.invoice(session)
+    await factories.payment(
+        session, invoice=invoice, phone="254744000555", push_sent_at=utcnow() - timedelta(minutes=2)
+    )
+
+    [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
+
+    assert reply.text.startswith(f"A payment prompt for invoice {invoice.number} was already sent")
+    assert "2547•••••555" in reply.text and "254744000555" not in reply.text
+    assert await kinds(session) == []  # no "check your phone" for a prompt on another phone
+
+
+@pytest.mark.parametrize(
+    ("started_ago", "words"),
+    [
+        (10, "An M-PESA prompt is still open on your phone"),
+        (200, "We are still checking with M-PESA how your last payment went"),
+    ],
+)
+async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_waits(
+    session: AsyncSession, settings: Settings, started_ago: int, words: str
+) -> None:
+    """Not "Please wait 5 seconds" again and again while M-PESA is being asked how the last
+    attempt ended (from RECONCILE_AFTER until RECONCILE_GIVE_UP)."""
+    elsewhere = await factories.invoice(session)
+    started = utcnow() - timedelta(seconds=started_ago)
+    await factories.payment(
+        session, invoice=elsewhere, push_sent_at=started, checkout_request_id="ws_CO_open"
+    )
+    invoice = await factories.invoice(session, merchant=None, amount_cents=90_000)
+
+    [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
+
+    assert reply.kind == "pay_wait" and reply.text.startswith(words)
+    assert ("seconds" in reply.text) is (started_ago < settings.reconcile_after)

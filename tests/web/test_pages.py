@@ -327,6 +327,9 @@ async def test_reading_never_starts_a_payment(
     invoice = await make_invoice(sessions)
     async with in_process(settings) as http:
         assert (await http.get(f"/i/{invoice.public_token}{path}")).status_code == 200
-        assert (await http.get(f"/i/{invoice.public_token}/pay")).status_code == 405
+        opened = await http.get(f"/i/{invoice.public_token}/pay")
+        # The pay address opened in a browser: back to the page (no error page), no payment.
+        assert opened.status_code == 303
+        assert opened.headers["location"] == f"/i/{invoice.public_token}"
     async with sessions() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 0

@@ -269,7 +269,9 @@ async def test_m_pesa_cooldown_is_a_clear_wait(
     assert refused.status_code == 429
     message = refused.json()["error"]["message"]
     assert re.fullmatch(
-        r"M-PESA needs a pause between prompts\. Please wait \d+ seconds, then try again\.", message
+        r"M-PESA needs a pause between two payments of the same amount from one number\. "
+        r"Please wait \d+ seconds, then try again\.",
+        message,
     )
 
 

@@ -44,6 +44,8 @@ from invoiceiq.payments import service as payment_service
 PAY_PREFIX = "pay:"
 # Same-named customers offered as buttons; more than this and the merchant types the phone.
 MAX_PICK = 3
+# A customer who writes gets this many of their unpaid invoices, newest first (DESIGN §5).
+CUSTOMER_INVOICES_SHOWN = 3
 # Commands that interrupt a guided flow; anything else typed mid-flow is an answer.
 MID_FLOW_COMMANDS = (
     Help,
@@ -457,10 +459,20 @@ async def _from_someone_else(
     opted = await _customer_opt_out_or_in(session, message.phone, text)
     if opted is not None:
         return opted
-    invoices = await invoice_service.unpaid_for_customer(session, message.phone, limit=3)
-    if not invoices:
+    # One more than is shown, to know whether there are more.
+    found = await invoice_service.unpaid_for_customer(
+        session, message.phone, limit=CUSTOMER_INVOICES_SHOWN + 1
+    )
+    if not found:
         return _reply(texts.WELCOME)
-    replies = [guided.reply(texts.CUSTOMER_INVOICES.format(count=len(invoices)))]
+    invoices = found[:CUSTOMER_INVOICES_SHOWN]
+    if len(found) > len(invoices):
+        heading = texts.CUSTOMER_INVOICES_MORE.format(count=len(invoices))
+    elif len(invoices) == 1:
+        heading = texts.CUSTOMER_INVOICE
+    else:
+        heading = texts.CUSTOMER_INVOICES.format(count=len(invoices))
+    replies = [guided.reply(heading)]
     for invoice in invoices:
         owner = await merchant_service.get(session, invoice.merchant_id)
         replies.append(

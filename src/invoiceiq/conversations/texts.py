@@ -52,7 +52,12 @@ NOTHING_TO_STOP = (
 STARTED = "You'll receive invoices and reminders again. Send STOP to stop them."
 
 NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
-CUSTOMER_INVOICES = "You have {count} unpaid invoice(s) from businesses on InvoiceIQ:"
+CUSTOMER_INVOICE = "You have an unpaid invoice from a business on InvoiceIQ:"
+CUSTOMER_INVOICES = "You have {count} unpaid invoices from businesses on InvoiceIQ:"
+CUSTOMER_INVOICES_MORE = (
+    "You have more than {count} unpaid invoices from businesses on InvoiceIQ. Here are the "
+    "{count} newest:"
+)
 
 FLOW_EXPIRED = (
     "Your unfinished invoice expired after {duration} without a reply, so nothing was "

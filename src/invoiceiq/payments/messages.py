@@ -19,7 +19,26 @@ ALREADY_PAID = "Invoice {number} is already paid{receipt}. Nothing more to pay."
 CHECK_PHONE = (
     "Check your phone: enter your M-PESA PIN in the prompt to pay {amount} for invoice {number}."
 )
-WAIT = "Please wait {seconds} seconds, then tap Pay again."
+# Why a payer must wait before another prompt (payments/service.py `_seconds_to_wait`), and
+# what to do meanwhile; `{again}` is "tap Pay again" in chat, "try again" on the page.
+WAITS = {
+    "cooldown": (
+        "M-PESA needs a pause between two payments of the same amount from one number. Please "
+        "wait {seconds} seconds, then {again}."
+    ),
+    "prompt_open": (
+        "An M-PESA prompt is still open on your phone: enter your PIN or cancel it there. "
+        "Then, or in {seconds} seconds, {again}."
+    ),
+    "checking": (
+        "We are still checking with M-PESA how your last payment went, and will message you "
+        "when we know. If M-PESA sent you a confirmation SMS for it, do not pay again."
+    ),
+}
+OTHER_PAYER = (
+    "A payment prompt for invoice {number} was already sent to {phone} from the invoice page. "
+    "If that was not meant, wait until it ends (about a minute), then tap Pay again."
+)
 CHECK_PHONE_KIND = "pay_check_phone"
 CONFIRMED_BY_MPESA = "confirmed by M-PESA"
 
@@ -37,7 +56,7 @@ FAILURE_REASONS: dict[str, tuple[str, str]] = {
         "M-PESA blocked a repeat payment within 2 minutes",
     ),
     "busy": (
-        "another M-PESA prompt is already open on your phone: finish or cancel it",
+        "another M-PESA prompt was already open on your phone (finish or cancel it first)",
         "another M-PESA prompt was already open on the customer's phone",
     ),
     "no_response": (
@@ -99,13 +118,18 @@ def receipt_for_customer(
 
 
 def receipt_for_merchant(
-    invoice: Invoice, *, receipt: str | None, paid_at: datetime, link: str
+    invoice: Invoice, *, payer: str, receipt: str | None, paid_at: datetime, link: str
 ) -> Outbound:
+    """`payer`: the number that paid, the invoice's customer's or another typed on its page."""
     reference = receipt or CONFIRMED_BY_MPESA
     amount = format_kes(invoice.amount_cents)
-    who = mask_msisdn(invoice.customer_phone)
-    if invoice.customer_name:
-        who = f"{invoice.customer_name} ({who})"
+    masked = mask_msisdn(payer)
+    if payer != invoice.customer_phone:
+        who = f"{masked} (another number, from the invoice page)"
+    elif invoice.customer_name:
+        who = f"{invoice.customer_name} ({masked})"
+    else:
+        who = masked
     stamp = _stamp(paid_at)
     text = (
         f"Paid: invoice {invoice.number}, {amount} from {who}.\n"
@@ -113,7 +137,6 @@ def receipt_for_merchant(
         f"Paid: {stamp}\n"
         f"Link: {link}"
     )
-    masked = mask_msisdn(invoice.customer_phone)
     return Outbound(
         kind="payment_received",
         text=text,
@@ -132,8 +155,16 @@ def already_paid(number: str, *, receipt: str | None) -> Outbound:
     return refusal(ALREADY_PAID.format(number=number, receipt=shown))
 
 
-def wait(seconds: int) -> Outbound:
-    return Outbound(kind="pay_wait", text=WAIT.format(seconds=seconds))
+def wait_text(reason: str, seconds: int, *, again: str) -> str:
+    return WAITS[reason].format(seconds=seconds, again=again)
+
+
+def wait(reason: str, seconds: int) -> Outbound:
+    return Outbound(kind="pay_wait", text=wait_text(reason, seconds, again="tap Pay again"))
+
+
+def other_payer(invoice: Invoice, payer: str) -> Outbound:
+    return refusal(OTHER_PAYER.format(number=invoice.number, phone=mask_msisdn(payer)))
 
 
 def check_phone(invoice: Invoice) -> Outbound:

@@ -45,11 +45,16 @@ PUSH_ANSWER_WAIT = timedelta(seconds=30)
 UNCONFIRMED_FOR_PAYER = messages.UNCONFIRMED_ON_PAGE
 
 
+WaitReason = Literal["cooldown", "prompt_open", "checking"]
+
+
 @dataclass(frozen=True)
 class StartResult:
     outcome: Literal["started", "open", "wait", "paid", "cancelled"]
     payment: Payment | None = None
     wait_seconds: int = 0
+    # Why the payer waits (messages.WAITS): the longest of the waits that apply.
+    wait_reason: WaitReason = "cooldown"
     receipt: str | None = None
 
 
@@ -100,9 +105,11 @@ async def start_payment(
     open_attempt = await repository.open_attempt(session, invoice.id)
     if open_attempt is not None:
         return StartResult("open", open_attempt)
-    wait = await _seconds_to_wait(session, settings, phone=phone, amount_cents=invoice.amount_cents)
+    wait, reason = await _seconds_to_wait(
+        session, settings, phone=phone, amount_cents=invoice.amount_cents
+    )
     if wait > 0:
-        return StartResult("wait", wait_seconds=wait)
+        return StartResult("wait", wait_seconds=wait, wait_reason=reason)
     try:
         async with session.begin_nested():
             payment = await repository.add(
@@ -132,17 +139,21 @@ async def schedule_reconcile(
 
 async def _seconds_to_wait(
     session: AsyncSession, settings: Settings, *, phone: str, amount_cents: int
-) -> int:
+) -> tuple[int, WaitReason]:
+    """How long before this phone may get another prompt, and why (the longest wait)."""
     now = utcnow()
-    waits = [0.0]
+    waits: list[tuple[float, WaitReason]] = [(0.0, "cooldown")]
     last = await repository.last_attempt_at(session, phone=phone, amount_cents=amount_cents)
     if last is not None:
-        waits.append(settings.pay_cooldown - (now - last).total_seconds())
+        waits.append((settings.pay_cooldown - (now - last).total_seconds(), "cooldown"))
     unsettled = await repository.open_attempt_for_phone(session, phone)
     if unsettled is not None:  # a push whose outcome is still unknown: never stack another
-        started = unsettled.started_at
-        waits.append(max(5.0, settings.reconcile_after - (now - started).total_seconds()))
-    return int(max(waits) + 0.999)
+        left = settings.reconcile_after - (now - unsettled.started_at).total_seconds()
+        # Past RECONCILE_AFTER the prompt has ended; M-PESA is being asked how (until
+        # RECONCILE_GIVE_UP), which no number of seconds can promise.
+        waits.append((max(5.0, left), "prompt_open" if left > 0 else "checking"))
+    seconds, reason = max(waits, key=lambda wait: wait[0])
+    return int(seconds + 0.999), reason
 
 
 async def should_nudge(session: AsyncSession, payment: Payment) -> bool:
@@ -347,6 +358,9 @@ async def tap_to_pay(
     if result.outcome == "cancelled":
         return [messages.refusal(messages.CANCELLED.format(number=number))]
     if result.outcome == "open":
+        if result.payment is not None and result.payment.phone != phone:
+            # Someone paying from the page with another number: their prompt, not this phone's.
+            return [messages.other_payer(invoice, result.payment.phone)]
         if result.payment is not None and await should_nudge(session, result.payment):
             # Sent here rather than returned, so the message log ties it to the invoice and
             # the once-a-minute rule sees it.
@@ -354,4 +368,6 @@ async def tap_to_pay(
                 session, to=phone, message=messages.check_phone(invoice), invoice_id=invoice.id
             )
         return []
-    return [messages.wait(result.wait_seconds)] if result.outcome == "wait" else []
+    if result.outcome == "wait":
+        return [messages.wait(result.wait_reason, result.wait_seconds)]
+    return []

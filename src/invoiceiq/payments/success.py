@@ -90,23 +90,40 @@ async def _invoice_paid(
         await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
         return
     await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
+    if payment.phone != invoice.customer_phone:
+        # Paid from the page with another number: the customer invoiced hears it is paid too,
+        # or their chat ends at the invoice (or a failed attempt) and they may pay again.
+        await _send_receipt_to_customer(
+            session, settings, invoice, payment, paid_at, to=invoice.customer_phone
+        )
     link = invoice_link(settings.base_url, invoice)
     await review.tell_merchant(
         session,
         invoice,
         messages.receipt_for_merchant(
-            invoice, receipt=payment.receipt_number, paid_at=paid_at, link=link
+            invoice,
+            payer=payment.phone,
+            receipt=payment.receipt_number,
+            paid_at=paid_at,
+            link=link,
         ),
     )
 
 
 async def _send_receipt_to_customer(
-    session: AsyncSession, settings: Settings, invoice: Invoice, payment: Payment, paid_at: datetime
+    session: AsyncSession,
+    settings: Settings,
+    invoice: Invoice,
+    payment: Payment,
+    paid_at: datetime,
+    *,
+    to: str | None = None,
 ) -> None:
+    """The receipt, to the payer unless `to` says otherwise."""
     business = await business_name(session, invoice)
     await notifications.send(
         session,
-        to=payment.phone,
+        to=to or payment.phone,
         message=messages.receipt_for_customer(
             invoice,
             business_name=business,

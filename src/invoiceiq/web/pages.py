@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -164,6 +165,13 @@ def _page_context(
         "notice": latest["message"] if (waiting or failed) and latest else None,
         "notice_kind": "error" if failed else None,
     }
+
+
+@router.get("/i/{token}/pay")
+async def pay_address_opened(token: str) -> RedirectResponse:
+    """The pay form's address opened in a browser (a refreshed result page, a copied link):
+    the invoice's page, where paying starts."""
+    return RedirectResponse(f"/i/{quote(token, safe='')}", status_code=303)
 
 
 @router.post("/i/{token}/pay")

@@ -26,6 +26,7 @@ from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import PhoneError, mask_msisdn, normalize_msisdn
 from invoiceiq.merchants import service as merchant_service
+from invoiceiq.payments import messages as payment_messages
 from invoiceiq.payments import service as payment_service
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
@@ -180,8 +181,7 @@ async def pay(
         )
     if result.outcome == "wait":
         raise TooManyRequests(
-            f"M-PESA needs a pause between prompts. Please wait {result.wait_seconds} seconds, "
-            "then try again.",
+            payment_messages.wait_text(result.wait_reason, result.wait_seconds, again="try again"),
             back_url=back_url,
             headers={"Retry-After": str(result.wait_seconds)},
         )
