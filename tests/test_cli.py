@@ -343,3 +343,25 @@ def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     result = invoiceiq("serve", "--port", "99999", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--port" in result.stderr and "65535" in result.stderr
+
+
+def test_register_webhook_with_nothing_listening_says_it_could_not_reach_it(
+    tmp_path: Path,
+) -> None:
+    """Nothing answered, so nothing was refused: in development the 360dialog it talks to is
+    the app's simulator, at BASE_URL."""
+    origin = f"http://127.0.0.1:{free_port()}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'invoiceiq.db'}"
+    assert invoiceiq("db", "upgrade", cwd=tmp_path, database_url=url).returncode == 0
+    result = invoiceiq(
+        "whatsapp", "register-webhook", cwd=tmp_path, database_url=url, base_url=origin
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Could not reach 360dialog at {origin}/simulator/whatsapp" in result.stderr
+    assert "is the app running at BASE_URL?" in result.stderr and "refused" not in result.stderr
+
+
+def test_the_simulator_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    result = invoiceiq("simulator", "--port", "99999", cwd=tmp_path)
+    assert result.returncode == 2 and "less than or equal to 65535" in result.stderr
+    assert "simulator at" not in result.stderr

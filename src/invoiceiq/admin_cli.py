@@ -186,6 +186,14 @@ def api_key(
     _run_admin(work)
 
 
+def _unreachable(settings: Settings, title: str) -> str:
+    where = settings.whatsapp_url(settings.base_url)
+    text = f"Could not reach 360dialog at {where} ({title})."
+    if settings.simulator_enabled and not settings.whatsapp_api_url:
+        text += " In development it is the app's simulator: is the app running at BASE_URL?"
+    return text
+
+
 @whatsapp_app.command("register-webhook")
 def register_webhook() -> None:
     """Tell 360dialog to post this number's webhooks to {BASE_URL}/whatsapp/webhook."""
@@ -206,6 +214,8 @@ def register_webhook() -> None:
                     },
                 )
             except WhatsAppError as error:
+                if error.http_status is None:  # never answered: nothing was refused
+                    raise AppError(_unreachable(settings, error.title)) from None
                 raise AppError(f"360dialog refused the webhook: {error.title}") from None
         return f"webhook registered: {url}"
 

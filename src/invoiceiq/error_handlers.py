@@ -69,6 +69,8 @@ def _render(
     headers: Mapping[str, str] | None = None,
     back_url: str | None = None,
 ) -> Response:
+    # Every error id people see can be found in the log (the RUNBOOK tells them to quote it).
+    log.info("error answered", extra={"status": status_code, "code": code, "error_id": error_id})
     scope = request.scope if isinstance(request, Request) else request
     if wants_html(scope):
         # Imported here: the web package renders pages and must not load for JSON-only use.
@@ -93,7 +95,6 @@ async def _app_error(request: Request, exc: Exception) -> Response:
 
 def render_app_error(request: Request, exc: AppError) -> Response:
     error_id = new_error_id()
-    log.info("app error", extra={"code": exc.code, "error_id": error_id})
     return _render(
         request,
         status_code=exc.status_code,

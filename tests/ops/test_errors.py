@@ -172,6 +172,33 @@ async def test_unhandled_error_is_a_500_without_details(
     assert "in crash" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/test/invoices", {"amount": "many"}, 422),
+        ("get", "/test/no-such-route", None, 404),
+        ("delete", "/test/app-error", None, 405),
+        ("get", "/test/app-error", None, 402),
+    ],
+)
+async def test_every_error_id_people_see_is_in_the_log(
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    body: object,
+    status: int,
+) -> None:
+    """The RUNBOOK says to search the log for the id a person quotes: validation errors, 404s
+    and 405s too, not only our own errors."""
+    with caplog.at_level(logging.INFO, logger="invoiceiq.error_handlers"):
+        response = await client.request(method, path, json=body)
+    assert response.status_code == status
+    error_id = error_of(response)["error_id"]
+    logged = [r for r in caplog.records if getattr(r, "error_id", None) == error_id]
+    assert len(logged) == 1 and getattr(logged[0], "status", None) == status
+
+
 async def test_an_unknown_route_is_404_in_the_shape(client: httpx.AsyncClient) -> None:
     response = await client.get("/no/such/route")
     assert response.status_code == 404

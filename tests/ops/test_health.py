@@ -183,7 +183,15 @@ async def guarded_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer wrong", "scrape-secret", "Bearer scrape-secret-and-more", "Basic scrape-secret"],
+    [
+        None,
+        "Bearer wrong",
+        "scrape-secret",
+        "Bearer scrape-secret-and-more",
+        "Basic scrape-secret",
+        "Bearer Scrape-secret",
+        "Bearer",
+    ],
 )
 async def test_metrics_token_is_required_when_set(
     guarded_client: httpx.AsyncClient, authorization: str | None
@@ -195,9 +203,10 @@ async def test_metrics_token_is_required_when_set(
     assert "scrape-secret" not in response.text
 
 
-async def test_metrics_with_the_right_token(guarded_client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_metrics_with_the_right_token(guarded_client: httpx.AsyncClient, scheme: str) -> None:
     response = await guarded_client.get(
-        "/metrics", headers={"Authorization": "Bearer scrape-secret"}
+        "/metrics", headers={"Authorization": f"{scheme} scrape-secret"}
     )
     assert response.status_code == 200
     assert "invoiceiq_outbox_rows" in response.text

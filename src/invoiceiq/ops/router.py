@@ -65,9 +65,12 @@ def _not_ready_message(checks: dict[str, str]) -> str:
 async def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
     token = settings.metrics_token
     if token is not None:
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # The scheme's case does not matter (RFC 9110 §11.1), the token's does.
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.encode()
+        ):
             raise Unauthorized("A valid metrics token is required.")
     await _refresh_outbox_gauges(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -20,7 +20,7 @@ from invoiceiq.simulator.app import create_standalone_app
 
 
 def simulator(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 9000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Serve the WhatsApp and M-PESA simulator (UI at /simulator) as its own server."""
