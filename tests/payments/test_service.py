@@ -3,6 +3,7 @@ only by luck of timing (a re-run push handler, a reused receipt, a resolved revi
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from invoiceiq.mpesa.schemas import StkCallback, parse_callback
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
 from invoiceiq.payments import repository, review, service, settlement, success
+from invoiceiq.payments.cli import render_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
 from payments.flows import CUSTOMER, callback_body
@@ -387,16 +389,24 @@ async def test_a_callback_from_outside_the_allowlist_is_confirmed_even_when_appl
     assert service.CONFIRM_TOPIC in set(topics)
 
 
-async def test_an_unmatched_success_with_a_hashed_phone_is_kept(session: AsyncSession) -> None:
+async def test_an_unmatched_success_with_a_hashed_phone_is_kept(
+    session: AsyncSession, caplog: pytest.LogCaptureFixture
+) -> None:
     body = callback_body(
         {"checkout_request_id": "ws_CO_7", "merchant_request_id": "7", "phone": "x", "amount": 5},
         phone="c0ffee" * 10,
     )
 
-    kept = await settlement.keep_unmatched_success(session, parse_callback(body), body)
+    with caplog.at_level(logging.WARNING):
+        kept = await settlement.keep_unmatched_success(session, parse_callback(body), body)
 
     assert kept.phone == "unknown" and kept.needs_review and kept.invoice_id is None
     assert kept.amount_cents == 500 and kept.checkout_request_id == "ws_CO_7"
+    # Logged as every flag is, so an alert on flags sees money that matched no attempt too.
+    [flagged] = [r for r in caplog.records if r.getMessage() == "payment flagged for review"]
+    assert getattr(flagged, "payment", None) == str(kept.id)
+    listing = render_review([(kept, None)])
+    assert "UNMATCHED SUCCESS" in listing and "FAILED" not in listing
 
 
 @pytest.mark.parametrize(("pushed_ago", "told"), [(2, False), (40, True)])

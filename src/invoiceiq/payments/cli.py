@@ -164,9 +164,12 @@ def render_review(rows: list[tuple[Payment, str | None]]) -> str:
     for payment, number in rows:
         created = nairobi(payment.created_at).strftime("%Y-%m-%d %H:%M")
         phone = mask_msisdn(payment.phone) if payment.phone.isdigit() else "-"
+        # Money M-PESA reported that matched no attempt is kept FAILED (nothing was paid by
+        # it), which reads as "no money": say what it is.
+        status = "UNMATCHED SUCCESS" if payment.invoice_id is None else payment.status.value
         lines.append(
             f"{payment.id}  {created} EAT  invoice {number or '(none)'}  {phone}  "
-            f"{format_kes(payment.amount_cents)}  {payment.status.value}  "
+            f"{format_kes(payment.amount_cents)}  {status}  "
             f"receipt {payment.receipt_number or '-'}"
         )
         lines.append(f"    reason: {mask_phones_in_text(payment.review_reason or '-')}")

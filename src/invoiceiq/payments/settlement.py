@@ -6,6 +6,7 @@ applied once an STK Query confirms it (reference/daraja-mpesa.md §3.5).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +19,9 @@ from invoiceiq.outbox import service as outbox
 from invoiceiq.payments import repository, review, service, success
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
+
+log = logging.getLogger(__name__)
+UNMATCHED_REASON = "a success callback that matches no payment attempt"
 
 # Set on a stored callback that came from outside MPESA_CALLBACK_ALLOWLIST: its success is
 # confirmed by STK Query even when MPESA_CONFIRM_CALLBACKS is off, however late it is applied.
@@ -199,7 +203,11 @@ async def keep_unmatched_success(
         result_desc="unmatched success callback",
         callback_body=body,
         needs_review=True,
-        review_reason="a success callback that matches no payment attempt",
+        review_reason=UNMATCHED_REASON,
+    )
+    # As review.flag logs every other flag: the alert on flags sees this money too.
+    log.warning(
+        "payment flagged for review", extra={"payment": str(payment.id), "reason": UNMATCHED_REASON}
     )
     return payment
 
