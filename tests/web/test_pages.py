@@ -201,7 +201,7 @@ async def test_the_status_poll_reports_the_latest_attempt_in_plain_words(
     assert body["status"] == "SENT"
     assert body["payment"]["status"] == "FAILED"
     assert body["payment"]["message"] == (
-        "The payment did not go through: you cancelled the M-PESA prompt."
+        "The payment did not go through: you cancelled the M-PESA prompt. You can try again."
     )
     assert body["payment"]["phone"] == "2547•••••678"
     assert CUSTOMER not in failed.text and "Request cancelled by user" not in failed.text

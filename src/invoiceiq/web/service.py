@@ -211,7 +211,7 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
         state["message"] = payment_service.UNCONFIRMED_FOR_PAYER
     elif payment.status is PaymentStatus.FAILED:
         reason = payment_service.failure_reason_for_payer(payment.result_code)
-        state["message"] = f"The payment did not go through: {reason}."
+        state["message"] = f"The payment did not go through: {reason}. You can try again."
     else:
         state["message"] = "Payment received."
     return state

@@ -49,7 +49,7 @@
 
   function offerRetry(message) {
     stop();
-    show(message + " You can try again.", "error");
+    show(message, "error");  // the server's words say what to do next
     form.hidden = true;
     retry.hidden = false;
   }
