@@ -318,6 +318,16 @@ async def test_money_for_a_cancelled_invoice_is_recorded_flagged_and_told(
     status = await session.scalar(sa.select(Invoice.status).where(Invoice.id == invoice.id))
     assert status is InvoiceStatus.CANCELLED
     assert sorted(await kinds(session)) == ["receipt", "review_alert"]
+    # The payer's receipt says the invoice was cancelled, as the invoice page does.
+    receipt = await session.scalar(
+        sa.select(MessageLog.request).where(MessageLog.kind == "receipt")
+    )
+    assert receipt is not None and receipt["text"].startswith("Payment received.")
+    assert (
+        f"Invoice {invoice.number} was already cancelled when your payment arrived"
+        in (receipt["text"])
+    )
+    assert "will contact you about it. Please do not pay again." in receipt["text"]
     # SUCCESS is final: a failure reported afterwards changes nothing.
     assert not await service.fail(session, settings, fresh, code="1032")
     assert not await success.mark_success(session, settings, fresh, confirmed_by="query")

@@ -40,6 +40,10 @@ OTHER_PAYER = (
     "If that was not meant, wait until it ends (about a minute), then tap Pay again."
 )
 CHECK_PHONE_KIND = "pay_check_phone"
+LATE_PAYMENT = (
+    "\n\nInvoice {number} was already {state} when your payment arrived. {business} has been "
+    "told and will contact you about it. Please do not pay again."
+)
 CONFIRMED_BY_MPESA = "confirmed by M-PESA"
 
 # Why an attempt failed, for the payer and for the merchant (result codes: reference §3.4).
@@ -96,8 +100,16 @@ def _stamp(moment: datetime) -> str:
 
 
 def receipt_for_customer(
-    invoice: Invoice, *, business_name: str, receipt: str | None, paid_at: datetime, link: str
+    invoice: Invoice,
+    *,
+    business_name: str,
+    receipt: str | None,
+    paid_at: datetime,
+    link: str,
+    invoice_was: str | None = None,
 ) -> Outbound:
+    """`invoice_was`: the invoice was already cancelled (or paid) when this money came in; the
+    money is kept for review and the payer told the business will contact them."""
     reference = receipt or CONFIRMED_BY_MPESA
     amount = format_kes(invoice.amount_cents)
     stamp = _stamp(paid_at)
@@ -108,6 +120,10 @@ def receipt_for_customer(
         f"Paid: {stamp}\n\n"
         f"Your receipt: {link}"
     )
+    if invoice_was:
+        text += LATE_PAYMENT.format(
+            number=invoice.number, state=invoice_was, business=business_name
+        )
     return Outbound(
         kind="receipt",
         text=text,

@@ -87,7 +87,9 @@ async def _invoice_paid(
         await review.flag(
             session, payment, f"the invoice was already {state} when this payment came in"
         )
-        await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
+        await _send_receipt_to_customer(
+            session, settings, invoice, payment, paid_at, invoice_was=state
+        )
         return
     await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
     if payment.phone != invoice.customer_phone:
@@ -118,8 +120,10 @@ async def _send_receipt_to_customer(
     paid_at: datetime,
     *,
     to: str | None = None,
+    invoice_was: str | None = None,
 ) -> None:
-    """The receipt, to the payer unless `to` says otherwise."""
+    """The receipt, to the payer unless `to` says otherwise (`invoice_was`: see
+    messages.receipt_for_customer)."""
     business = await business_name(session, invoice)
     await notifications.send(
         session,
@@ -130,6 +134,7 @@ async def _send_receipt_to_customer(
             receipt=payment.receipt_number,
             paid_at=paid_at,
             link=invoice_link(settings.base_url, invoice),
+            invoice_was=invoice_was,
         ),
         invoice_id=invoice.id,
     )
