@@ -144,6 +144,12 @@ def _approved(name: str) -> Outbound:
     )
 
 
+_STATUS_WORDS = {
+    MerchantStatus.SUSPENDED: "suspended",
+    MerchantStatus.PENDING_APPROVAL: "waiting for approval",
+}
+
+
 @merchant_app.command("suspend")
 def suspend(msisdn: Msisdn) -> None:
     """Stop a merchant from sending invoices (their existing invoices stay as they are)."""
@@ -151,6 +157,9 @@ def suspend(msisdn: Msisdn) -> None:
 
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
+            before = await merchant_service.find(session, phone, lock=True)
+            if before is not None and before.status is MerchantStatus.SUSPENDED:
+                return f"{mask_msisdn(phone)} was suspended already: nothing to do"
             await merchant_service.set_status(session, phone=phone, status=MerchantStatus.SUSPENDED)
             return f"suspended {mask_msisdn(phone)}"
 
@@ -179,6 +188,12 @@ def api_key(
                 "it will not be shown again:",
                 err=True,
             )
+            if merchant.status is not MerchantStatus.ACTIVE:
+                typer.echo(
+                    f"Note: this merchant is {_STATUS_WORDS[merchant.status]}, so the API "
+                    "refuses to create invoices until `invoiceiq merchant approve`.",
+                    err=True,
+                )
             return key
 
         return await in_transaction(settings, create)

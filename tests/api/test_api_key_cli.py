@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from invoiceiq.cli import app as cli
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import ApiKey, Merchant
+from invoiceiq.merchants.states import MerchantStatus
 from support import factories
 from support.apps import bearer, in_process
 from support.cli import with_sessions
@@ -61,3 +62,17 @@ def test_an_unknown_merchant_gets_a_message(database_url: str) -> None:
 def test_a_malformed_number_gets_a_message(database_url: str) -> None:
     result = api_key(database_url, "07abc")
     assert result.exit_code == 2 and "only digits" in result.stderr
+
+
+def test_a_key_for_a_merchant_who_cannot_invoice_says_so(database_url: str) -> None:
+    async def add_merchant(sessions: SessionFactory) -> Merchant:
+        async with sessions() as session, session.begin():
+            return await factories.merchant(
+                session, phone="254700000010", status=MerchantStatus.SUSPENDED
+            )
+
+    with_sessions(database_url, add_merchant)
+    result = api_key(database_url, "0700000010")
+    assert result.exit_code == 0 and result.stdout.strip().startswith("iq_")
+    assert "Note: this merchant is suspended" in result.stderr
+    assert "invoiceiq merchant approve" in result.stderr

@@ -270,6 +270,9 @@ async def test_merchant_must_name_business_be_approved_and_not_suspended(databas
         await app.phone(CUSTOMER).wait_for_count(1)
 
         await _cli(app, "merchant", "suspend", MERCHANT)
+        assert "was suspended already: nothing to do" in await _cli(
+            app, "merchant", "suspend", MERCHANT
+        )
         await merchant.say("invoice 0712345678 200 Tea")
         assert "suspended" in (await merchant.next_reply(timeout=10))["text"]
         # Approving lifts a suspension, and says so; approving an active merchant again is

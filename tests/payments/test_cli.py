@@ -328,10 +328,12 @@ def test_query_explains_what_it_cannot_ask(cli: Invoke, database_url: str) -> No
     lost, paid = with_sessions(database_url, work)
 
     unknown = cli("payments", "query", "INV0000000")
+    blank = cli("payments", "query", "  ")
     no_id = cli("payments", "query", lost.lower())
     settled = cli("payments", "query", paid)
 
     assert unknown.exit_code == 1 and "No invoice INV0000000" in unknown.output
+    assert blank.exit_code == 1 and "Type the invoice number, like INV7K3QX9A." in blank.output
     assert no_id.exit_code == 1 and "no CheckoutRequestID" in no_id.output
     assert settled.exit_code == 1 and "no open payment attempt" in settled.output
     assert "SUCCESS" in settled.output

@@ -306,6 +306,8 @@ class PaymentJobs:
 async def _open_attempt_of(session: AsyncSession, raw_number: str) -> Payment:
     """The open attempt of an invoice that M-PESA can be asked about; AppError saying why not."""
     number = raw_number.strip().upper()
+    if not number:
+        raise AppError("Type the invoice number, like INV7K3QX9A.")
     invoice = await invoice_repository.get_by_number(session, number)
     if invoice is None:
         raise AppError(f"No invoice {number}.")
