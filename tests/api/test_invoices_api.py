@@ -394,7 +394,16 @@ async def test_openapi_documents_the_api_with_examples(settings: Settings) -> No
     assert schemas["InvoiceCreate"]["examples"][0]["amount"] == 1500
     assert schemas["InvoiceRead"]["examples"][0]["customer_phone"] == "2547•••••678"
     create = spec["paths"]["/api/v1/invoices"]["post"]
-    assert {"201", "401", "403", "409", "422"} <= set(create["responses"])
+    assert {"201", "401", "403", "409", "413", "422"} <= set(create["responses"])
+    assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
+    # Each route's 409 says when that route answers it.
+    paths = spec["paths"]
+    assert "invoice_refused" in create["responses"]["409"]["description"]
+    cancel = paths["/api/v1/invoices/{number}/cancel"]["post"]["responses"]["409"]
+    assert "paying it right now" in cancel["description"]
+    assert "Idempotency-Key" not in cancel["description"]
+    remind = paths["/api/v1/invoices/{number}/remind"]["post"]["responses"]["409"]
+    assert "REMIND_MIN_INTERVAL" in remind["description"]
     assert create["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"
     }

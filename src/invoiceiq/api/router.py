@@ -16,16 +16,18 @@ from invoiceiq.api.auth import CurrentMerchant
 from invoiceiq.api.schemas import ErrorResponse, InvoiceCreate, InvoicePage, InvoiceRead
 from invoiceiq.deps import SessionDep, SettingsDep
 from invoiceiq.invoices.states import InvoiceStatus
+from invoiceiq.ops.middleware import MAX_BODY_BYTES
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def _errors(*statuses: int, conflict: str = "") -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route; `conflict` says when this route answers 409."""
     described = {
-        400: "The request body could not be read (not UTF-8).",
+        400: "The request body could not be read (not UTF-8, or not JSON a parser can read).",
         401: "No valid API key.",
         403: "This merchant may not send invoices (suspended, awaiting approval, or unnamed).",
         404: "No such invoice for this merchant (another merchant's invoice is not found either).",
-        409: "Refused in the invoice's current state, or an Idempotency-Key reused with another "
-        "body.",
+        409: conflict,
+        413: f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.",
         422: "Invalid fields; `error.fields` says what is wrong with each.",
     }
     return {
@@ -59,7 +61,27 @@ IdempotencyKey = Annotated[
     "/invoices",
     status_code=201,
     response_model=InvoiceRead,
-    responses=_errors(400, 403, 409),
+    responses={
+        201: {
+            "description": "Created, or (with `Idempotent-Replayed: true`) the invoice an "
+            "earlier request with the same Idempotency-Key and body created.",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is an earlier request's answer, replayed.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **_errors(
+            400,
+            403,
+            409,
+            413,
+            conflict="The customer asked not to receive invoices (they sent STOP; code "
+            "`invoice_refused`), or an Idempotency-Key reused with another body (code "
+            "`idempotency_conflict`).",
+        ),
+    },
     summary="Create an invoice and send it to the customer on WhatsApp",
 )
 async def create_invoice(
@@ -111,7 +133,11 @@ async def get_invoice(
 
 @router.post(
     "/invoices/{number}/cancel",
-    responses=_errors(404, 409),
+    responses=_errors(
+        404,
+        409,
+        conflict="Already paid or cancelled, or the customer is paying it right now.",
+    ),
     summary="Cancel an unpaid invoice (refused while the customer is paying)",
 )
 async def cancel_invoice(
@@ -123,7 +149,13 @@ async def cancel_invoice(
 
 @router.post(
     "/invoices/{number}/remind",
-    responses=_errors(403, 404, 409),
+    responses=_errors(
+        403,
+        404,
+        409,
+        conflict="Paid or cancelled, reminded less than REMIND_MIN_INTERVAL ago, or the "
+        "customer asked not to receive reminders (they sent STOP).",
+    ),
     summary="Send the invoice to the customer again (at most once per REMIND_MIN_INTERVAL)",
 )
 async def remind_invoice(
