@@ -127,6 +127,37 @@ def render_http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
+# Pydantic's wording for the common mistakes, in ours (its own for the rest); `{…}` from the
+# error's context.
+_PLAIN_WORDS = {
+    "missing": "Required.",
+    "extra_forbidden": "Not a field of this request; check its spelling.",
+    "string_type": "Must be text (in quotes).",
+    "string_too_short": "Too short: use at least {min_length} characters.",
+    "string_too_long": "Too long: use at most {max_length} characters.",
+    "string_pattern_mismatch": "Not in the expected form.",
+    "int_type": "Must be a whole number, like 1500 (not text, not a decimal).",
+    "int_from_float": "Must be a whole number, like 1500 (not a decimal).",
+    "int_parsing": "Must be a whole number, like 1500.",
+    "greater_than_equal": "Must be at least {ge}.",
+    "less_than_equal": "Must be at most {le}.",
+    "enum": "Must be one of: {expected}.",
+}
+
+
+def _in_plain_words(item: Mapping[str, Any]) -> str:
+    kind = item.get("type", "")
+    if kind == "string_too_short" and (item.get("ctx") or {}).get("min_length") == 1:
+        return "Must not be empty."
+    template = _PLAIN_WORDS.get(kind)
+    if template is None:
+        return str(item.get("msg", "Invalid."))
+    try:
+        return template.format(**(item.get("ctx") or {}))
+    except (KeyError, IndexError):
+        return str(item.get("msg", "Invalid."))
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     fields: dict[str, Any] = {}
@@ -136,7 +167,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             fields["body"] = "The request body is not valid JSON."
             continue
         location = [str(part) for part in item.get("loc", ()) if part not in _LOCATIONS]
-        fields[".".join(location) or "request"] = item.get("msg", "invalid")
+        if not location and tuple(item.get("loc", ())) == ("body",):
+            fields["body"] = "The request needs a JSON body."  # none was sent
+            continue
+        fields[".".join(location) or "request"] = _in_plain_words(item)
     return _render(
         request,
         status_code=422,

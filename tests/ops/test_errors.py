@@ -199,6 +199,12 @@ async def test_every_error_id_people_see_is_in_the_log(
     assert len(logged) == 1 and getattr(logged[0], "status", None) == status
 
 
+async def test_a_missing_body_is_named_as_such(client: httpx.AsyncClient) -> None:
+    response = await client.post("/test/invoices")
+    assert response.status_code == 422
+    assert error_of(response)["fields"] == {"body": "The request needs a JSON body."}
+
+
 async def test_an_unknown_route_is_404_in_the_shape(client: httpx.AsyncClient) -> None:
     response = await client.get("/no/such/route")
     assert response.status_code == 404
