@@ -601,6 +601,20 @@ async def test_a_reaction_or_system_notice_is_not_answered(
     assert await merchant._handle(IncomingMessage(_wamid(), MERCHANT, "unsupported"))
 
 
+async def test_a_one_line_invoice_typed_at_the_phone_step_is_told_where_it_goes(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    await merchant.only("invoice")
+    told = await merchant.only("0722000150  1500 Milk")
+    assert told.text.startswith("Type just the phone number here")
+    assert "invoice 0722000150 1500 Milk" in told.text and texts.FLOW_ASK_PHONE in told.text
+    assert "only digits" not in told.text
+    # As it says: the one line, typed mid-flow, sends it.
+    assert kinds(await merchant.say("invoice 0722000150 1500 Milk")) == ["confirmation"]
+    [invoice] = await invoices(sessions)
+    assert invoice.customer_phone == "254722000150" and invoice.amount_cents == 150_000
+
+
 async def test_the_guided_flow_refuses_a_number_that_sent_stop_when_it_is_typed(
     merchant: Chat, sessions: SessionFactory, database_url: str
 ) -> None:
@@ -706,6 +720,12 @@ async def test_a_suspended_merchant_can_look_but_not_remind(
     assert "suspended" in (await merchant.only("invoice 0712345678 500 Cake")).text
     assert invoice.number in (await merchant.only(f"status {invoice.number}")).text
     assert len(await invoices(sessions)) == 1
+    # Nothing they are told invites them to "type invoice", which they cannot.
+    await merchant.only(f"cancel {invoice.number}")
+    assert (await merchant.only("unpaid")).text == texts.NO_UNPAID_SUSPENDED
+    renamed = await merchant.only("name Wanjiku Studio")
+    assert renamed.text == texts.NAME_SET_SUSPENDED.format(name="Wanjiku Studio")
+    assert "Type invoice" not in renamed.text
 
 
 async def test_a_stored_message_handled_again_is_answered_once(

@@ -114,13 +114,32 @@ async def answer(
 def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> None:
     """Validate one answer into `data`; CommandError says what to type instead."""
     if step == "phone":
-        data["phone"] = parse_phone(text.strip())
+        data["phone"] = _phone_answer(text)
     elif step == "name":
         data["name"] = None if keyword(text) == "skip" else parse_customer_name(text)
     elif step == "amount":
         data["amount_cents"] = parse_amount_answer(text, max_amount=settings.mpesa_max_amount)
     else:
         data["description"] = parse_description(text)
+
+
+def _phone_answer(text: str) -> str:
+    """The phone step's answer; a whole one-line invoice typed there is told where it goes."""
+    try:
+        return parse_phone(text.strip())
+    except CommandError:
+        first, _, rest = text.strip().partition(" ")
+        if rest.strip() and _is_phone(first):
+            raise CommandError(texts.FLOW_PHONE_ONLY.format(text=" ".join(text.split()))) from None
+        raise
+
+
+def _is_phone(text: str) -> bool:
+    try:
+        parse_phone(text)
+    except CommandError:
+        return False
+    return True
 
 
 async def _refuse_opted_out(session: AsyncSession, field: str, data: dict[str, Any]) -> None:

@@ -228,6 +228,8 @@ def _named(merchant: Merchant, name: str) -> str:
         )
     if merchant.status is MerchantStatus.PENDING_APPROVAL:
         return texts.NAME_SET_PENDING.format(name=name)
+    if merchant.status is MerchantStatus.SUSPENDED:  # not "type invoice": they can't
+        return texts.NAME_SET_SUSPENDED.format(name=name)
     return texts.NAME_SET.format(name=name)
 
 
@@ -366,7 +368,8 @@ async def _status_text(session: AsyncSession, settings: Settings, invoice: Invoi
 async def _unpaid_text(session: AsyncSession, merchant: Merchant) -> str:
     invoices = await invoice_service.unpaid(session, merchant, limit=10)
     if not invoices:
-        return texts.NO_UNPAID
+        suspended = merchant.status is MerchantStatus.SUSPENDED
+        return texts.NO_UNPAID_SUSPENDED if suspended else texts.NO_UNPAID
     total = await invoice_service.count_unpaid(session, merchant)
     lines = [invoice_messages.status_line(invoice) for invoice in invoices]
     more = f"\n…and {total - len(invoices)} more." if total > len(invoices) else ""

@@ -27,6 +27,10 @@ BECOME_MERCHANT = "Want to send invoices too? Type name followed by your busines
 NAME_SET = "Your business name is now *{name}*. Customers will see it on every invoice.\n\n" + (
     "Type invoice to create one, or help for everything you can do."
 )
+NAME_SET_SUSPENDED = (
+    "Your business name is now *{name}*. Your account is suspended, so you can't send invoices "
+    "for now. Contact InvoiceIQ support."
+)
 NAME_CHANGE_PENDING = (
     "Your new business name *{name}* is waiting for approval. Until then your invoices keep "
     "showing *{current}*; we'll let you know when it changes."
@@ -52,6 +56,7 @@ NOTHING_TO_STOP = (
 STARTED = "You'll receive invoices and reminders again. Send STOP to stop them."
 
 NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
+NO_UNPAID_SUSPENDED = "You have no unpaid invoices."
 CUSTOMER_INVOICE = "You have an unpaid invoice from a business on InvoiceIQ:"
 CUSTOMER_INVOICES = "You have {count} unpaid invoices from businesses on InvoiceIQ:"
 CUSTOMER_INVOICES_MORE = (
@@ -82,6 +87,10 @@ PICK_STALE = (
 FLOW_TAP_SUMMARY = "Tap Send to send it, Edit to change something, or type cancel."
 PICK_TAP = "Tap the number of the customer who gets the invoice, or type cancel."
 PICK_NO_SUCH = "There is no {number} on the list."
+FLOW_PHONE_ONLY = (
+    "Type just the phone number here; the amount and what it is for come next. Or, to send it "
+    "in one line: invoice {text}"
+)
 FLOW_OPTED_OUT = (
     "This customer asked not to receive invoices (they sent STOP), so they can't get one. "
     "Type another number, or cancel."
