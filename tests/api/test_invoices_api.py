@@ -227,6 +227,20 @@ async def test_keys_are_stored_hashed(sessions: SessionFactory) -> None:
     assert len(stored.key_hash) == 64
 
 
+async def test_a_number_typed_with_look_alike_letters_is_found(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """As in chat: no invoice number has O, I or L, so they are the 0 and 1 they look like."""
+    owner, key = await merchant_with_key(sessions)
+    async with sessions() as session, session.begin():
+        invoice = await factories.invoice(session, merchant=owner, number="INV0C4F16K")
+    async with in_process(settings) as http:
+        found = await http.get("/api/v1/invoices/invoc4fi6k", headers=bearer(key))
+        cancelled = await http.post("/api/v1/invoices/INVOC4FL6K/cancel", headers=bearer(key))
+    assert found.status_code == 200 and found.json()["number"] == invoice.number
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+
+
 async def test_another_merchants_invoice_is_not_found(
     settings: Settings, sessions: SessionFactory
 ) -> None:

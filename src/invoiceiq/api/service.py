@@ -33,6 +33,7 @@ from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.errors import InvoiceNotFound
 from invoiceiq.invoices.messages import invoice_link, vat_rate
 from invoiceiq.invoices.models import Invoice
+from invoiceiq.invoices.numbering import number_as_meant
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import CENTS_PER_SHILLING, format_kes, to_cents
@@ -215,7 +216,7 @@ async def list_invoices(
 async def get_invoice(session: AsyncSession, merchant: Merchant, number: str) -> Invoice:
     """Another merchant's invoice is "not found", exactly like one that does not exist."""
     try:
-        return await invoice_service.get_for_merchant(session, merchant, number.upper())
+        return await invoice_service.get_for_merchant(session, merchant, number_as_meant(number))
     except InvoiceNotFound:
         raise InvoiceNotFound(f"No invoice {number}.") from None
 

@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass
 from typing import Literal
 
+from invoiceiq.invoices.numbering import number_as_meant
 from invoiceiq.kit.money import AmountError, parse_amount, split_amount
 from invoiceiq.kit.phone import PhoneError, as_typed, normalize_msisdn
 from invoiceiq.kit.text import one_line, unshowable, visible_length
@@ -26,7 +27,6 @@ _PHONE_LIKE = re.compile(r"^\(?\+?[0-9][0-9()\-.]*$")
 _SHORT_AMOUNT = re.compile(r"(?:KES|KSHS?|SHS?)?\.?(?P<digits>[0-9]{1,3}),?", re.IGNORECASE)
 _THOUSANDS_GROUP = re.compile(r"[0-9]{3}(?![0-9])")
 _INVOICE_NUMBER = re.compile(r"^INV[0-9A-Z]{7}$")
-_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _NUMBER_PUNCTUATION = ".,;:!?()[]\"'*_#"
 # `0712 345 678`, `+254 712 345 678`, `07 12 34 56 78`: the groups a number is typed in.
 _MAX_PHONE_GROUPS = 5
@@ -347,9 +347,7 @@ def parse_invoice_number(tokens: list[str]) -> str:
     """As typed, forgiving what a person does: punctuation around it (`INV7K3QX9A.`), and the
     letters Crockford base32 leaves out read as the digits they look like (O as 0, I and L
     as 1), so `INV7K3QXOA` finds INV7K3QX0A."""
-    number = "".join(tokens).upper().strip(_NUMBER_PUNCTUATION)
-    if number.startswith("INV"):
-        number = "INV" + number[3:].translate(_LOOK_ALIKES)
+    number = number_as_meant("".join(tokens).strip(_NUMBER_PUNCTUATION))
     if not _INVOICE_NUMBER.match(number):
         raise CommandError("Type the invoice number as it appears on the invoice, like INV7K3QX9A.")
     return number

@@ -12,6 +12,8 @@ import secrets
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 NUMBER_PREFIX = "INV"
 NUMBER_LENGTH = 7
+# The letters Crockford base32 leaves out, read as the digits they look like.
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
 def new_invoice_number() -> str:
@@ -20,3 +22,13 @@ def new_invoice_number() -> str:
 
 def new_public_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def number_as_meant(text: str) -> str:
+    """An invoice number as a person typed or read it: upper case, and after `INV` the letters
+    no number has read as the digits they look like (O as 0, I and L as 1), so `invoc4ft6k`
+    finds INV0C4FT6K. Chat, the REST API and the CLI all look numbers up through this."""
+    number = text.strip().upper()
+    if number.startswith(NUMBER_PREFIX):
+        return NUMBER_PREFIX + number[len(NUMBER_PREFIX) :].translate(_LOOK_ALIKES)
+    return number

@@ -19,6 +19,7 @@ from invoiceiq.db.uow import unit_of_work
 from invoiceiq.errors import AppError
 from invoiceiq.inbox import service as inbox
 from invoiceiq.invoices import repository as invoice_repository
+from invoiceiq.invoices.numbering import number_as_meant
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.mpesa.client import DarajaClient, StkPushAccepted, StkQueryResult
@@ -305,7 +306,7 @@ class PaymentJobs:
 
 async def _open_attempt_of(session: AsyncSession, raw_number: str) -> Payment:
     """The open attempt of an invoice that M-PESA can be asked about; AppError saying why not."""
-    number = raw_number.strip().upper()
+    number = number_as_meant(raw_number)
     if not number:
         raise AppError("Type the invoice number, like INV7K3QX9A.")
     invoice = await invoice_repository.get_by_number(session, number)
