@@ -325,7 +325,7 @@ def test_query_explains_what_it_cannot_ask(cli: Invoke, database_url: str) -> No
             await factories.payment(session, invoice=paid, status=PaymentStatus.SUCCESS)
             return lost.number, paid.number
 
-    lost, paid = with_sessions(database_url, work)
+    _, paid = with_sessions(database_url, work)
 
     unknown = cli("payments", "query", "INV0000000")
     blank = cli("payments", "query", "  ")

@@ -131,6 +131,10 @@ async def test_paying_from_the_page_shows_paid_and_the_receipt_without_a_reload(
         await expect(page.get_by_test_id("paid")).to_be_visible()
         await expect(page.get_by_test_id("pay-form")).to_be_hidden()
         await expect(page.get_by_test_id("pdf-link")).to_have_text("Download the receipt (PDF)")
+        # When, as a reload would show it.
+        await expect(page.get_by_test_id("paid-at")).to_have_text(
+            re.compile(r"^\d{2} \w{3} \d{4}, \d{2}:\d{2} \(Nairobi time\)$")
+        )
         assert await page.evaluate("window.stillTheSamePage") is True  # no reload happened
         assert problems == []
 
@@ -188,6 +192,30 @@ async def test_a_page_left_open_never_says_cant_be_paid_when_money_was_taken(
         await expect(page.get_by_test_id("progress")).to_contain_text("Please do not pay again.")
         await expect(page.get_by_test_id("pay-form")).to_be_hidden()
         assert problems == []
+
+
+async def test_a_page_left_open_shows_the_cancellation_when_pay_is_pressed(
+    browser: Browser, database_url: str, sessions: SessionFactory
+) -> None:
+    """Cancelled by the merchant while the page was open: Pay is refused, and the page then
+    shows the invoice as it is (Cancelled, no form), not a live form under "can't be paid"."""
+    async with running_app(database_url) as app:
+        invoice = await issue_invoice(app, sessions)
+        page, problems = await new_page(browser)
+        await page.goto(invoice["link"])
+        await expect(page.get_by_test_id("status")).to_have_text("Unpaid")
+        async with sessions() as session, session.begin():
+            await session.execute(
+                sa.update(Invoice)
+                .where(Invoice.number == invoice["number"])
+                .values(status=InvoiceStatus.CANCELLED, cancelled_at=utcnow())
+            )
+        await page.get_by_test_id("pay-button").click()
+        await expect(page.get_by_test_id("status")).to_have_text("Cancelled", timeout=UI_TIMEOUT_MS)
+        await expect(page.get_by_test_id("pay-form")).to_be_hidden()
+        await expect(page.get_by_test_id("progress")).to_contain_text("cancelled")
+        assert await rows(database_url, Payment) == []
+        assert problems == [] or all("409" in problem for problem in problems)
 
 
 async def test_an_unknown_link_shows_the_404_page(browser: Browser, database_url: str) -> None:

@@ -192,6 +192,7 @@ async def test_the_status_poll_reports_the_latest_attempt_in_plain_words(
     assert none_yet == {
         "status": "SENT",
         "paid_at": None,
+        "paid_at_text": None,
         "receipt_number": None,
         "paid_after_cancel": False,
         "payment": None,

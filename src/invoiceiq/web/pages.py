@@ -52,9 +52,7 @@ async def _load(session: SessionDep, token: str) -> InvoicePage:
 
 def _stamp(page: InvoicePage) -> tuple[str, str | None]:
     created = nairobi(page.invoice.created_at).strftime("%d %b %Y")
-    paid_at = page.invoice.paid_at
-    paid = nairobi(paid_at).strftime("%d %b %Y, %H:%M (Nairobi time)") if paid_at else None
-    return created, paid
+    return created, web_service.paid_stamp(page.invoice)
 
 
 def _vat_line(page: InvoicePage, settings: Settings) -> str | None:

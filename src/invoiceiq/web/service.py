@@ -22,7 +22,7 @@ from invoiceiq.config import Settings
 from invoiceiq.invoices import service as invoice_service
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import InvoiceStatus
-from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.clock import nairobi, utcnow
 from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import PhoneError, mask_msisdn, normalize_msisdn
 from invoiceiq.merchants import service as merchant_service
@@ -217,11 +217,19 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
     return state
 
 
+def paid_stamp(invoice: Invoice) -> str | None:
+    """When it was paid, as the page shows it (and its script, from the status poll)."""
+    if invoice.paid_at is None:
+        return None
+    return nairobi(invoice.paid_at).strftime("%d %b %Y, %H:%M (Nairobi time)")
+
+
 def status_payload(page: InvoicePage) -> dict[str, Any]:
     invoice = page.invoice
     return {
         "status": invoice.status.value,
         "paid_at": invoice.paid_at.isoformat() if invoice.paid_at else None,
+        "paid_at_text": paid_stamp(invoice),
         "receipt_number": page.receipt,
         # Paid by a prompt answered after the merchant cancelled: the page says to settle it.
         "paid_after_cancel": page.paid_after_cancel,

@@ -17,6 +17,7 @@
   var badge = document.getElementById("status-badge");
   var paid = document.getElementById("paid");
   var receipt = document.getElementById("receipt");
+  var paidAt = document.getElementById("paid-at");
   var pdfLink = document.getElementById("pdf-link");
   var statusUrl = root.getAttribute("data-status-url");
   var timer = null;
@@ -35,11 +36,15 @@
     }
   }
 
-  function markPaid(receiptNumber) {
+  function markPaid(receiptNumber, paidAtText) {
     stop();
     badge.textContent = "Paid";
     badge.className = "badge badge-paid";
     receipt.textContent = receiptNumber || "confirmed by M-PESA";
+    if (paidAtText) {
+      paidAt.textContent = paidAtText;
+      paidAt.hidden = false;
+    }
     paid.hidden = false;
     form.hidden = true;
     retry.hidden = true;
@@ -64,12 +69,15 @@
 
   function applyStatus(data) {
     if (data.status === "PAID") {
-      markPaid(data.receipt_number);
+      markPaid(data.receipt_number, data.paid_at_text);
       return;
     }
     if (data.status === "CANCELLED") {
       stop();
+      badge.textContent = "Cancelled";
+      badge.className = "badge badge-cancelled";
       form.hidden = true;
+      retry.hidden = true;
       if (data.paid_after_cancel) {
         // Money was taken all the same: never tell this customer it "can't be paid".
         show("This invoice was cancelled, but your M-PESA payment (receipt " +
@@ -104,6 +112,19 @@
       .catch(schedule);
   }
 
+  function refresh() {
+    fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      })
+      .then(function (data) {
+        if (data && (data.status === "CANCELLED" || data.status === "PAID")) {
+          applyStatus(data);
+        }
+      })
+      .catch(function () {});
+  }
+
   function startPolling() {
     stop();
     pollingSince = Date.now();
@@ -129,13 +150,18 @@
     })
       .then(function (response) {
         return response.json().then(function (body) {
-          return { ok: response.ok, body: body };
+          return { ok: response.ok, status: response.status, body: body };
         });
       })
       .then(function (result) {
         button.disabled = false;
         if (!result.ok) {
           show(errorMessage(result.body), "error");
+          if (result.status === 409) {
+            // Not payable any more (cancelled while this page was open): show the invoice
+            // as it is now, not a live Pay form under "can't be paid".
+            refresh();
+          }
           return;
         }
         if (result.body.outcome === "paid") {
