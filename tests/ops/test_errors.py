@@ -205,6 +205,22 @@ async def test_a_missing_body_is_named_as_such(client: httpx.AsyncClient) -> Non
     assert error_of(response)["fields"] == {"body": "The request needs a JSON body."}
 
 
+@pytest.mark.parametrize("simulator", [True, False])
+async def test_the_root_is_the_simulator_when_there_is_one(tmp_path: Path, simulator: bool) -> None:
+    """`make run` prints the app's address; its root was a bare "Not found"."""
+    settings = make_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        simulator=simulator,
+        mpesa_environment="simulator" if simulator else "sandbox",
+    )
+    async with serving(create_app(settings, run_worker=False)) as client:
+        response = await client.get("/")
+    if simulator:
+        assert response.status_code == 307 and response.headers["location"] == "/simulator/"
+    else:
+        assert response.status_code == 404
+
+
 async def test_an_unknown_route_is_404_in_the_shape(client: httpx.AsyncClient) -> None:
     response = await client.get("/no/such/route")
     assert response.status_code == 404

@@ -154,7 +154,9 @@ async def test_two_phones_chat_buttons_and_the_pin_prompt(browser: Browser) -> N
 
             await see_both_phones(page)
             await chat_as_the_customer(page, receiver)
-            await send_buttons(api, settings, to=CUSTOMER, body="Invoice <b>INV7K3QX9A</b>")
+            body = "Invoice <b>INV7K3QX9A</b> for *KSh 1,500*: https://pay.example/i/abc "
+            body += "javascript:x()"
+            await send_buttons(api, settings, to=CUSTOMER, body=body)
             await tap_the_reply_button(page, receiver)
 
             checkout = await stk_push(
@@ -197,8 +199,15 @@ async def tap_the_reply_button(page: Page, receiver: Recorder) -> None:
     chat = page.get_by_test_id("chat-customer")
     received = chat.get_by_test_id("msg-in")
     await expect(received).to_have_count(1, timeout=UI_TIMEOUT_MS)
-    # Rendered as text: the markup shows, nothing is interpreted.
-    await expect(received).to_contain_text("Invoice <b>INV7K3QX9A</b>")
+    # Rendered as text: the markup shows, nothing is interpreted; as WhatsApp does, *words*
+    # are bold and an http(s) address is a link (nothing else is).
+    await expect(received).to_contain_text("Invoice <b>INV7K3QX9A</b> for KSh 1,500: https://")
+    await expect(received.locator("b")).to_have_count(0)
+    await expect(received.locator("strong")).to_have_text("KSh 1,500")
+    links = received.locator("a")
+    await expect(links).to_have_count(1)
+    await expect(links).to_have_attribute("href", "https://pay.example/i/abc")
+    await expect(links).to_have_attribute("rel", "noopener noreferrer")
     await expect(received.get_by_test_id("status")).to_have_attribute(
         "title", "read", timeout=UI_TIMEOUT_MS
     )

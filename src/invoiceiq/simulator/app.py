@@ -125,6 +125,9 @@ def mount_simulator(app: FastAPI, simulator: Simulator) -> None:
         return RedirectResponse(f"{MOUNT_PATH}/", status_code=307)
 
     app.add_api_route(MOUNT_PATH, simulator_root, methods=["GET"], include_in_schema=False)
+    # `make run` prints the app's address: with the simulator on, its root is the simulator
+    # (there is no other page there; without the simulator it stays a 404).
+    app.add_api_route("/", simulator_root, methods=["GET"], include_in_schema=False)
     app.mount(MOUNT_PATH, simulator.app, name="simulator")
 
 

@@ -78,6 +78,38 @@
     return `[${item.type || "message"}]`;
   }
 
+  // As WhatsApp shows a message: links can be opened, *words* are bold. Built from text nodes
+  // (never HTML), and only http(s) addresses become links.
+  const LINK = /(https?:\/\/[^\s<>"]+)/;
+  const BOLD = /\*([^*\n]+)\*/;
+
+  function withBold(parent, text) {
+    let rest = text;
+    for (let match = BOLD.exec(rest); match; match = BOLD.exec(rest)) {
+      parent.append(document.createTextNode(rest.slice(0, match.index)));
+      parent.append(el("strong", null, match[1]));
+      rest = rest.slice(match.index + match[0].length);
+    }
+    parent.append(document.createTextNode(rest));
+  }
+
+  function richText(text) {
+    const node = el("div", "text");
+    const parts = String(text).split(LINK);
+    parts.forEach((part, index) => {
+      if (index % 2 === 0) {
+        withBold(node, part);
+        return;
+      }
+      const link = el("a", "link", part);
+      link.href = part;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      node.append(link);
+    });
+    return node;
+  }
+
   class Phone {
     constructor(section) {
       this.role = section.dataset.role;
@@ -177,7 +209,7 @@
       node.dataset.testid = "msg-in";
       node.dataset.wamid = item.wamid;
       if (item.template) node.append(el("div", "tag", `Template · ${item.template.name}`));
-      node.append(el("div", "text", describe(item)));
+      node.append(item.text ? richText(item.text) : el("div", "text", describe(item)));
       const buttons = el("div", "buttons");
       const kind = item.template ? "template" : "reply";
       for (const button of item.buttons || []) {
