@@ -211,6 +211,7 @@ async def test_the_cooldown_runs_from_the_last_prompt(
     [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
     assert reply.text.startswith("M-PESA needs a pause between two payments of the same amount")
     assert reply.text.endswith("seconds, then tap Pay again.")
+    assert reply.buttons == ((f"pay:{invoice.number}", "Pay with M-PESA"),)  # to tap after it
 
 
 async def test_orphan_successes_match_only_pushes_that_may_have_prompted(
@@ -592,4 +593,7 @@ async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_wait
     [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
 
     assert reply.kind == "pay_wait" and reply.text.startswith(words)
-    assert ("seconds" in reply.text) is (started_ago < settings.reconcile_after)
+    waits_for_time = started_ago < settings.reconcile_after
+    assert ("seconds" in reply.text) is waits_for_time
+    # A button to tap when the time is up; none while M-PESA is asked (its answer will come).
+    assert bool(reply.buttons) is waits_for_time

@@ -83,6 +83,15 @@ async def test_once_paid_the_pdf_is_a_receipt(settings: Settings, sessions: Sess
     assert "Pay with M-PESA at" not in text
 
 
+async def test_a_cancelled_invoice_pdf_says_so_in_its_title(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions, status=InvoiceStatus.CANCELLED, cancelled_at=utcnow())
+    async with in_process(settings) as http:
+        text = text_of(await http.get(f"/i/{invoice.public_token}.pdf"))
+    assert "INVOICE · CANCELLED" in text and "Pay with M-PESA at" not in text
+
+
 async def test_an_unknown_token_has_no_pdf(settings: Settings) -> None:
     async with in_process(settings) as http:
         response = await http.get("/i/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.pdf")

@@ -175,8 +175,13 @@ def wait_text(reason: str, seconds: int, *, again: str) -> str:
     return WAITS[reason].format(seconds=seconds, again=again)
 
 
-def wait(reason: str, seconds: int) -> Outbound:
-    return Outbound(kind="pay_wait", text=wait_text(reason, seconds, again="tap Pay again"))
+def wait(reason: str, seconds: int, *, number: str) -> Outbound:
+    """With the Pay button to tap once the wait is over (none while M-PESA is asked how the
+    last payment went: its answer comes as a message of its own)."""
+    text = wait_text(reason, seconds, again="tap Pay again")
+    if reason == "checking":
+        return Outbound(kind="pay_wait", text=text)
+    return Outbound(kind="pay_wait", text=text, buttons=((f"pay:{number}", "Pay with M-PESA"),))
 
 
 def other_payer(invoice: Invoice, payer: str) -> Outbound:

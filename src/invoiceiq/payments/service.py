@@ -369,5 +369,5 @@ async def tap_to_pay(
             )
         return []
     if result.outcome == "wait":
-        return [messages.wait(result.wait_reason, result.wait_seconds)]
+        return [messages.wait(result.wait_reason, result.wait_seconds, number=invoice.number)]
     return []

@@ -74,6 +74,8 @@ def build_pdf(content: PdfContent) -> bytes:
     pdf.set_font(FAMILY, "B", 14)
     pdf.set_text_color(*GREEN)
     title = "RECEIPT · PAID" if content.paid else "INVOICE"
+    if content.status_label == "Cancelled":  # not to be read as a bill still to pay
+        title = "INVOICE · CANCELLED"
     pdf.cell(0, 10, title, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(4)
 
