@@ -168,7 +168,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             continue
         location = [str(part) for part in item.get("loc", ()) if part not in _LOCATIONS]
         if not location and tuple(item.get("loc", ())) == ("body",):
-            fields["body"] = "The request needs a JSON body."  # none was sent
+            # The body as a whole: none sent, or not an object of fields (`[]`, `1500`).
+            missing = item.get("type") == "missing"
+            fields["body"] = (
+                "The request needs a JSON body." if missing else "The body must be a JSON object."
+            )
             continue
         fields[".".join(location) or "request"] = _in_plain_words(item)
     return _render(

@@ -212,7 +212,7 @@ def test_a_flow_button_that_is_not_ours_is_no_button(button_id: str) -> None:
         ("VAT On!", SetVat(enabled=True)),
     ],
 )
-def test_punctuation_typed_with_a_command_word_is_not_the_command(
+def test_punctuation_typed_with_a_command_word_is_still_the_command(
     text: str, command: object
 ) -> None:
     assert parse(text) == command

@@ -460,7 +460,10 @@ async def test_an_expired_summary_button_says_it_expired(
     assert await invoices(sessions) == []
 
 
-@pytest.mark.parametrize(("ttl", "said"), [(60, "1 minute without"), (119, "1 minute without")])
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [(60, "1 minute without"), (119, "1 minute without"), (120, "2 minutes without")],
+)
 async def test_the_expiry_notice_counts_minutes_in_good_grammar(
     merchant: Chat, sessions: SessionFactory, ttl: int, said: str
 ) -> None:
@@ -601,6 +604,21 @@ async def test_a_reaction_or_system_notice_is_not_answered(
     assert await merchant._handle(IncomingMessage(_wamid(), MERCHANT, "unsupported"))
 
 
+async def test_punctuation_after_name_or_invoice_is_still_the_command(
+    merchant: Chat, sessions: SessionFactory, database_url: str
+) -> None:
+    newcomer = Chat(sessions, database_url, "254700000077")
+    named = await newcomer.only("Name: Duka Bora")
+    assert named.text == texts.NAME_SET.format(name="Duka Bora")
+    # Mid-flow, a mistyped one-line invoice is explained, not taken as the customer's name.
+    await summary_after(merchant, "0712345678", "Jane", "500", "Cake")
+    await merchant.only("back")
+    await merchant.only("back")
+    await merchant.only("back")  # at the name step
+    asked = await merchant.only("Invoice: 0712345678 1 500 Cake")
+    assert "KSh 1 or KSh 1,500" in asked.text and texts.FLOW_ASK_NAME in asked.text
+
+
 async def test_a_one_line_invoice_typed_at_the_phone_step_is_told_where_it_goes(
     merchant: Chat, sessions: SessionFactory
 ) -> None:
@@ -610,6 +628,12 @@ async def test_a_one_line_invoice_typed_at_the_phone_step_is_told_where_it_goes(
     assert "invoice 0722000150 1500 Milk" in told.text and texts.FLOW_ASK_PHONE in told.text
     assert "only digits" not in told.text
     # As it says: the one line, typed mid-flow, sends it.
+    # The phone and a name: just the phone, and no one-line form that would itself be refused.
+    named = await merchant.only("0722000150 Jane")
+    assert named.text.startswith(texts.FLOW_PHONE_ONLY) and "one line" not in named.text
+    # A one-line invoice with a mistake, typed at the phone step: the mistake is explained.
+    spaced = await merchant.only("invoice 0712 345 678 1500 Rice")
+    assert spaced.text.startswith("Type the phone number without spaces")
     assert kinds(await merchant.say("invoice 0722000150 1500 Milk")) == ["confirmation"]
     [invoice] = await invoices(sessions)
     assert invoice.customer_phone == "254722000150" and invoice.amount_cents == 150_000

@@ -252,6 +252,8 @@ async def test_a_prompt_already_on_the_phone_is_explained_and_then_paid(
     [text] = with_text(told, FAILED)
     assert "finish or cancel" in text and "Unable to lock" not in text
     assert ours["account_reference"] == sent.number
-    assert not with_text(customer_inbox, "Please wait")
+    # Not told to wait, in any of the waits' words.
+    assert not with_text(customer_inbox, "tap Pay again")
+    assert not with_text(customer_inbox, "still checking with M-PESA")
     assert len(with_text(customer_inbox, RECEIPT)) == 1
     assert (await the_invoice(database_url, sent.number)).status is InvoiceStatus.PAID

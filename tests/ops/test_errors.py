@@ -199,10 +199,21 @@ async def test_every_error_id_people_see_is_in_the_log(
     assert len(logged) == 1 and getattr(logged[0], "status", None) == status
 
 
-async def test_a_missing_body_is_named_as_such(client: httpx.AsyncClient) -> None:
-    response = await client.post("/test/invoices")
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (None, "The request needs a JSON body."),
+        ([], "The body must be a JSON object."),
+        (1500, "The body must be a JSON object."),
+        ("x", "The body must be a JSON object."),
+    ],
+)
+async def test_a_missing_body_is_named_as_such(
+    client: httpx.AsyncClient, body: object, said: str
+) -> None:
+    response = await client.post("/test/invoices", json=body)
     assert response.status_code == 422
-    assert error_of(response)["fields"] == {"body": "The request needs a JSON body."}
+    assert error_of(response)["fields"] == {"body": said}
 
 
 @pytest.mark.parametrize("simulator", [True, False])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
+from invoiceiq.customers import service as customer_service
 from invoiceiq.db.engine import SessionFactory
 from invoiceiq.db.models import Invoice, MessageLog, Payment
 from invoiceiq.db.uow import unit_of_work
@@ -502,16 +503,22 @@ async def test_a_payer_who_is_not_the_customer_is_sent_to_the_page_not_given_a_p
     assert sent.request["template"]["name"] == sent.kind
 
 
+@pytest.mark.parametrize("stopped", [False, True])
 async def test_a_payment_from_another_number_tells_the_invoiced_customer_and_names_the_payer(
-    sessions: SessionFactory, settings: Settings
+    sessions: SessionFactory, settings: Settings, stopped: bool
 ) -> None:
     """Paid from the page with another number: the payer gets the receipt, the customer on the
-    invoice hears it is paid (else their chat ends at the invoice), and the merchant is told
-    which number paid."""
+    invoice hears it is paid, not that they paid (else their chat ends at the invoice), unless
+    they sent STOP; and the merchant is told which number paid."""
     payer = "254111000000"
     async with unit_of_work(sessions) as session:
         owner = await factories.merchant(session)
         invoice = await factories.invoice(session, merchant=owner, customer_name="Jane")
+        if stopped:
+            await customer_service.remember(
+                session, merchant_id=owner.id, phone=CUSTOMER, name=None
+            )
+            assert await customer_service.opt_out(session, CUSTOMER)
         theirs = await factories.payment(
             session, invoice=invoice, phone=payer, checkout_request_id="ws_CO_page"
         )
@@ -526,9 +533,14 @@ async def test_a_payment_from_another_number_tells_the_invoiced_customer_and_nam
     by_phone = {(entry.phone, entry.kind): entry for entry in sent}
     assert set(by_phone) == {
         (payer, "receipt"),
-        (CUSTOMER, "receipt"),
+        *([] if stopped else [(CUSTOMER, "invoice_paid")]),
         (owner.phone, "payment_received"),
     }
+    if not stopped:
+        notice = by_phone[(CUSTOMER, "invoice_paid")].request
+        assert notice is not None and notice["template"]["name"] == "invoice_paid_by_other"
+        assert "has been paid from another M-PESA number (2541•••••000)" in notice["text"]
+        assert "Your payment" not in notice["text"] and "254111000000" not in notice["text"]
     told = by_phone[(owner.phone, "payment_received")].request
     assert told is not None
     assert "from 2541•••••000 (another number, from the invoice page)" in told["text"]
@@ -578,8 +590,9 @@ async def test_a_tap_while_another_number_pays_from_the_page_is_told_so(
         (200, "We are still checking with M-PESA how your last payment went"),
     ],
 )
+@pytest.mark.parametrize("same_amount", [False, True])
 async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_waits(
-    session: AsyncSession, settings: Settings, started_ago: int, words: str
+    session: AsyncSession, settings: Settings, started_ago: int, words: str, same_amount: bool
 ) -> None:
     """Not "Please wait 5 seconds" again and again while M-PESA is being asked how the last
     attempt ended (from RECONCILE_AFTER until RECONCILE_GIVE_UP)."""
@@ -588,7 +601,10 @@ async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_wait
     await factories.payment(
         session, invoice=elsewhere, push_sent_at=started, checkout_request_id="ws_CO_open"
     )
-    invoice = await factories.invoice(session, merchant=None, amount_cents=90_000)
+    # The same amount: M-PESA's pause counts too (and is longer), but the prompt on the phone
+    # is what the payer can do something about.
+    amount = elsewhere.amount_cents if same_amount else 90_000
+    invoice = await factories.invoice(session, merchant=None, amount_cents=amount)
 
     [reply] = await service.tap_to_pay(session, settings, phone=CUSTOMER, number=invoice.number)
 

@@ -17,6 +17,7 @@ CUSTOMER = {
     "payment_receipt",
     "payment_failed",
     "payment_unconfirmed",
+    "invoice_paid_by_other",
 }
 MERCHANT = {
     "merchant_payment_received",

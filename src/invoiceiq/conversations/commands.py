@@ -124,8 +124,7 @@ def parse_command(text: str, *, max_amount: int) -> Command:
     tokens = text.split()
     if not tokens:
         return Unknown()
-    # `Unpaid.`, `invoice!`, `status: INV…`: the word as meant (`?` alone stays `?`).
-    verb, rest = tokens[0].lower().strip(_PUNCTUATION) or tokens[0], tokens[1:]
+    verb, rest = first_word(text), tokens[1:]
     if verb in {"help", "menu", "?"} and not rest:
         return Help()
     if verb == "invoice":
@@ -311,9 +310,13 @@ def bare_words(lowered: str) -> list[str]:
 
 
 def first_word(text: str) -> str:
-    """The message's first word, lowercased, however it is spaced; "" for a blank message."""
+    """The message's first word as meant, lowercased, however it is spaced and punctuated
+    (`Unpaid.`, `invoice!`, `Name:`; `?` alone stays `?`); "" for a blank message."""
     words = text.split(maxsplit=1)
-    return words[0].lower() if words else ""
+    if not words:
+        return ""
+    word = words[0].lower()
+    return word.strip(_PUNCTUATION) or word
 
 
 def keyword(text: str) -> str:

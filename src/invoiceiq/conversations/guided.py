@@ -23,6 +23,7 @@ from invoiceiq.conversations.commands import (
     CommandError,
     keyword,
     parse_amount_answer,
+    parse_command,
     parse_customer_name,
     parse_description,
     parse_phone,
@@ -114,7 +115,7 @@ async def answer(
 def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> None:
     """Validate one answer into `data`; CommandError says what to type instead."""
     if step == "phone":
-        data["phone"] = _phone_answer(text)
+        data["phone"] = _phone_answer(text, max_amount=settings.mpesa_max_amount)
     elif step == "name":
         data["name"] = None if keyword(text) == "skip" else parse_customer_name(text)
     elif step == "amount":
@@ -123,15 +124,22 @@ def _apply(step: str, text: str, data: dict[str, Any], settings: Settings) -> No
         data["description"] = parse_description(text)
 
 
-def _phone_answer(text: str) -> str:
-    """The phone step's answer; a whole one-line invoice typed there is told where it goes."""
+def _phone_answer(text: str, *, max_amount: int) -> str:
+    """The phone step's answer; more than a phone there is told to give just the phone (and a
+    whole one-line invoice, how to send it in one line)."""
     try:
         return parse_phone(text.strip())
     except CommandError:
         first, _, rest = text.strip().partition(" ")
-        if rest.strip() and _is_phone(first):
-            raise CommandError(texts.FLOW_PHONE_ONLY.format(text=" ".join(text.split()))) from None
-        raise
+        if not rest.strip() or not _is_phone(first):
+            raise
+        one_line = " ".join(["invoice", *text.split()])
+        try:
+            parse_command(one_line, max_amount=max_amount)
+        except CommandError:
+            raise CommandError(texts.FLOW_PHONE_ONLY) from None
+        hint = texts.FLOW_ONE_LINE.format(text=one_line)
+        raise CommandError(f"{texts.FLOW_PHONE_ONLY} {hint}") from None
 
 
 def _is_phone(text: str) -> bool:

@@ -58,7 +58,7 @@ MID_FLOW_COMMANDS = (
 )
 # Steps where an answer never starts with "invoice": a one-line invoice typed there with a
 # mistake gets the mistake explained, not taken as a customer's name or an amount.
-_NO_INVOICE_ANSWERS = ("name", "amount")
+_NO_INVOICE_ANSWERS = ("phone", "name", "amount")
 # Typed on the summary, what tapping Send does (it asks "Send it?").
 _TYPED_SEND = ("send", "yes")
 

@@ -87,10 +87,8 @@ PICK_STALE = (
 FLOW_TAP_SUMMARY = "Tap Send to send it, Edit to change something, or type cancel."
 PICK_TAP = "Tap the number of the customer who gets the invoice, or type cancel."
 PICK_NO_SUCH = "There is no {number} on the list."
-FLOW_PHONE_ONLY = (
-    "Type just the phone number here; the amount and what it is for come next. Or, to send it "
-    "in one line: invoice {text}"
-)
+FLOW_PHONE_ONLY = "Type just the phone number here; the amount and what it is for come next."
+FLOW_ONE_LINE = "Or, to send it in one line: {text}"
 FLOW_OPTED_OUT = (
     "This customer asked not to receive invoices (they sent STOP), so they can't get one. "
     "Type another number, or cancel."

@@ -37,7 +37,7 @@ WAITS = {
 }
 OTHER_PAYER = (
     "A payment prompt for invoice {number} was already sent to {phone} from the invoice page. "
-    "If that was not meant, wait until it ends (about a minute), then tap Pay again."
+    "If that was not meant, wait until it ends, then tap Pay again."
 )
 CHECK_PHONE_KIND = "pay_check_phone"
 LATE_PAYMENT = (
@@ -129,6 +129,29 @@ def receipt_for_customer(
         text=text,
         template=TemplateCall(
             "payment_receipt", (amount, invoice.number, business_name, reference, link, stamp)
+        ),
+    )
+
+
+def paid_by_other(
+    invoice: Invoice, *, business_name: str, payer: str, receipt: str | None, link: str
+) -> Outbound:
+    """To the invoice's customer when another number paid it from the page: not a receipt
+    ("your payment"), they did not pay; but the invoice is settled, so they do not pay again."""
+    reference = receipt or CONFIRMED_BY_MPESA
+    amount = format_kes(invoice.amount_cents)
+    masked = mask_msisdn(payer)
+    text = (
+        f"Invoice {invoice.number} from {business_name} for {amount} has been paid from another "
+        f"M-PESA number ({masked}).\nM-PESA receipt: {reference}\nThe invoice, {link}, shows "
+        "it paid. There is nothing more to pay."
+    )
+    return Outbound(
+        kind="invoice_paid",
+        text=text,
+        template=TemplateCall(
+            "invoice_paid_by_other",
+            (invoice.number, business_name, amount, masked, reference, link),
         ),
     )
 

@@ -140,20 +140,22 @@ async def schedule_reconcile(
 async def _seconds_to_wait(
     session: AsyncSession, settings: Settings, *, phone: str, amount_cents: int
 ) -> tuple[int, WaitReason]:
-    """How long before this phone may get another prompt, and why (the longest wait)."""
+    """How long before this phone may get another prompt (the longest wait), and why."""
     now = utcnow()
-    waits: list[tuple[float, WaitReason]] = [(0.0, "cooldown")]
+    waits = [0.0]
     last = await repository.last_attempt_at(session, phone=phone, amount_cents=amount_cents)
     if last is not None:
-        waits.append((settings.pay_cooldown - (now - last).total_seconds(), "cooldown"))
+        waits.append(settings.pay_cooldown - (now - last).total_seconds())
+    reason: WaitReason = "cooldown"
     unsettled = await repository.open_attempt_for_phone(session, phone)
     if unsettled is not None:  # a push whose outcome is still unknown: never stack another
         left = settings.reconcile_after - (now - unsettled.started_at).total_seconds()
-        # Past RECONCILE_AFTER the prompt has ended; M-PESA is being asked how (until
-        # RECONCILE_GIVE_UP), which no number of seconds can promise.
-        waits.append((max(5.0, left), "prompt_open" if left > 0 else "checking"))
-    seconds, reason = max(waits, key=lambda wait: wait[0])
-    return int(seconds + 0.999), reason
+        waits.append(max(5.0, left))
+        # What the payer can do something about is the reason, however the seconds compare:
+        # the prompt on their phone (answer it) or, past RECONCILE_AFTER, M-PESA being asked
+        # how it ended (until RECONCILE_GIVE_UP, which no number of seconds can promise).
+        reason = "prompt_open" if left > 0 else "checking"
+    return int(max(waits) + 0.999), reason
 
 
 async def should_nudge(session: AsyncSession, payment: Payment) -> bool:

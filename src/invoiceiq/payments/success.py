@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
+from invoiceiq.customers import service as customer_service
 from invoiceiq.invoices.messages import invoice_link
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.invoices.states import INVOICE_TRANSITIONS, InvoiceStatus
@@ -92,13 +93,25 @@ async def _invoice_paid(
         )
         return
     await _send_receipt_to_customer(session, settings, invoice, payment, paid_at)
-    if payment.phone != invoice.customer_phone:
-        # Paid from the page with another number: the customer invoiced hears it is paid too,
-        # or their chat ends at the invoice (or a failed attempt) and they may pay again.
-        await _send_receipt_to_customer(
-            session, settings, invoice, payment, paid_at, to=invoice.customer_phone
-        )
     link = invoice_link(settings.base_url, invoice)
+    if payment.phone != invoice.customer_phone and not await customer_service.is_opted_out(
+        session, invoice.customer_phone
+    ):
+        # Paid from the page with another number: the customer invoiced hears it is paid, or
+        # their chat ends at the invoice (or a failed attempt) and they may pay again. Not
+        # after STOP: only receipts for payments they make still go to them.
+        await notifications.send(
+            session,
+            to=invoice.customer_phone,
+            message=messages.paid_by_other(
+                invoice,
+                business_name=await business_name(session, invoice),
+                payer=payment.phone,
+                receipt=payment.receipt_number,
+                link=link,
+            ),
+            invoice_id=invoice.id,
+        )
     await review.tell_merchant(
         session,
         invoice,
@@ -119,15 +132,13 @@ async def _send_receipt_to_customer(
     payment: Payment,
     paid_at: datetime,
     *,
-    to: str | None = None,
     invoice_was: str | None = None,
 ) -> None:
-    """The receipt, to the payer unless `to` says otherwise (`invoice_was`: see
-    messages.receipt_for_customer)."""
+    """The payer's receipt (`invoice_was`: see messages.receipt_for_customer)."""
     business = await business_name(session, invoice)
     await notifications.send(
         session,
-        to=to or payment.phone,
+        to=payment.phone,
         message=messages.receipt_for_customer(
             invoice,
             business_name=business,
