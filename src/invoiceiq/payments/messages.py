@@ -109,7 +109,10 @@ def receipt_for_customer(
     invoice_was: str | None = None,
 ) -> Outbound:
     """`invoice_was`: the invoice was already cancelled (or paid) when this money came in; the
-    money is kept for review and the payer told the business will contact them."""
+    money is kept for review and the payer told the business will contact them. Told in the
+    free-form message only: the approved template has no place for it, so outside the 24-hour
+    window the payer gets the plain receipt (the merchant, the review alert; the invoice page
+    says it too)."""
     reference = receipt or CONFIRMED_BY_MPESA
     amount = format_kes(invoice.amount_cents)
     stamp = _stamp(paid_at)
