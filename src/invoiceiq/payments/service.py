@@ -53,7 +53,7 @@ class StartResult:
     outcome: Literal["started", "open", "wait", "paid", "cancelled"]
     payment: Payment | None = None
     wait_seconds: int = 0
-    # Why the payer waits (messages.WAITS): the longest of the waits that apply.
+    # Why the payer waits (messages.WAITS): an open attempt of theirs first, else the cooldown.
     wait_reason: WaitReason = "cooldown"
     receipt: str | None = None
 
