@@ -211,6 +211,20 @@ async def test_send_typed_on_the_summary_sends_it_once(
     assert invoice.amount_cents == 50_000 and invoice.description == "Cake"
 
 
+async def test_the_summary_shows_the_vat_the_invoice_will_show(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    """VAT is on by default: the summary says what the invoice will (KSh 1,500 includes
+    KSh 206.89 at 16 %); `vat off` typed at the summary shows at once, and the invoice follows."""
+    summary = await summary_after(merchant, "0712345678", "skip", "1500", "Logo design")
+    assert "Amount: KSh 1,500\nIncludes VAT (16%): KSh 206.89\nFor: Logo design" in summary.text
+    replies = await merchant.say("vat off")
+    assert replies[-1].buttons and "Includes VAT" not in replies[-1].text
+    await merchant.tap(replies[-1].buttons[0][0])
+    [invoice] = await invoices(sessions)
+    assert invoice.vat_cents == 0
+
+
 async def test_edit_typed_on_the_summary_asks_what_to_change(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

@@ -31,8 +31,9 @@ from invoiceiq.conversations.commands import (
 from invoiceiq.conversations.models import Conversation
 from invoiceiq.customers import service as customer_service
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.kit.money import format_kes
+from invoiceiq.kit.money import format_kes, vat_cents
 from invoiceiq.kit.phone import mask_msisdn
+from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.models import Merchant
 from invoiceiq.notifications.schemas import Outbound
 
@@ -68,7 +69,7 @@ async def still_there(
     """The merchant wrote something other than an answer (help, unpaid, free text at the
     summary): they are still at it, so the flow's time starts again; its question, again."""
     await repository.extend(session, conversation.id, expires_at=_expiry(settings))
-    return resume(conversation)
+    return await resume(session, settings, conversation)
 
 
 def reply(text: str) -> Outbound:
@@ -108,7 +109,7 @@ async def answer(
         session, conversation.id, step=next_step, data=data, expires_at=_expiry(settings)
     )
     if next_step == "confirm":
-        return summary(conversation.id, data)
+        return await summary(session, settings, conversation, data)
     return reply(PROMPTS[next_step])
 
 
@@ -198,7 +199,7 @@ async def _choose_edit(
         await repository.save(
             session, conversation.id, step="confirm", data=data, expires_at=_expiry(settings)
         )
-        return summary(conversation.id, data)
+        return await summary(session, settings, conversation, data)
     data["editing"] = True
     await repository.save(
         session, conversation.id, step=field, data=data, expires_at=_expiry(settings)
@@ -247,17 +248,17 @@ async def _back(session: AsyncSession, settings: Settings, conversation: Convers
             session, conversation.id, step=previous, data=data, expires_at=_expiry(settings)
         )
     if previous == "confirm":
-        return summary(conversation.id, data)
+        return await summary(session, settings, conversation, data)
     if previous == EDIT_STEP:
         return reply(texts.FLOW_ASK_EDIT)
     return reply(PROMPTS[previous])
 
 
-def resume(conversation: Conversation) -> Outbound:
+async def resume(session: AsyncSession, settings: Settings, conversation: Conversation) -> Outbound:
     """Where the merchant is in the flow, asked again (after a command typed mid-flow)."""
     step = conversation.step
     if step == "confirm":
-        return summary(conversation.id, conversation.data)
+        return await summary(session, settings, conversation, conversation.data)
     if step == PICK_STEP:
         return pick_prompt(conversation)
     if step == EDIT_STEP:
@@ -319,13 +320,27 @@ def parse_button(button_id: str) -> Tapped | None:
     return Tapped(action, parts[2], int(parts[3])) if parts[3].isdecimal() else None
 
 
-def summary(conversation_id: Any, data: dict[str, Any]) -> Outbound:
+async def summary(
+    session: AsyncSession, settings: Settings, conversation: Conversation, data: dict[str, Any]
+) -> Outbound:
+    """The answers to check before Send, with the VAT the invoice will show: read from the
+    merchant now, as the invoice will be (a `vat off` typed mid-flow shows at once)."""
+    conversation_id = conversation.id
     customer = mask_msisdn(data["phone"])
     name = data.get("name") or data.get("saved_name")
     if name:
         customer = f"{name} ({customer})"
+    amount_cents = data["amount_cents"]
+    merchant = await merchant_service.get(session, conversation.merchant_id)
+    vat = ""
+    if merchant is not None and merchant.vat_enabled and settings.vat_percent:
+        included = format_kes(vat_cents(amount_cents, settings.vat_percent))
+        vat = texts.FLOW_SUMMARY_VAT.format(percent=settings.vat_percent, vat=included)
     text = texts.FLOW_SUMMARY.format(
-        customer=customer, amount=format_kes(data["amount_cents"]), description=data["description"]
+        customer=customer,
+        amount=format_kes(amount_cents),
+        vat=vat,
+        description=data["description"],
     )
     return Outbound(
         kind="reply",
