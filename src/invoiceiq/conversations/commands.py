@@ -13,7 +13,7 @@ from typing import Literal
 
 from invoiceiq.invoices.numbering import number_as_meant
 from invoiceiq.kit.money import AmountError, parse_amount, split_amount
-from invoiceiq.kit.phone import PhoneError, as_typed, normalize_msisdn
+from invoiceiq.kit.phone import PhoneError, as_typed, is_msisdn, normalize_msisdn
 from invoiceiq.kit.text import one_line, unshowable, visible_length
 
 DESCRIPTION_MIN, DESCRIPTION_MAX = 3, 120
@@ -190,12 +190,9 @@ def _one_token_phone(tokens: list[str]) -> str:
             joined = "".join(tokens[:end])
             if not _PHONE_LIKE.match(joined):
                 break
-            try:
-                normalize_msisdn(joined)
-            except PhoneError:
-                continue
-            fixed = " ".join(["invoice", joined, *tokens[end:]])
-            raise CommandError(f"Type the phone number without spaces, like: {fixed}") from None
+            if is_msisdn(joined):
+                fixed = " ".join(["invoice", joined, *tokens[end:]])
+                raise CommandError(f"Type the phone number without spaces, like: {fixed}") from None
         raise error from None
 
 

@@ -32,7 +32,7 @@ from invoiceiq.conversations.models import Conversation
 from invoiceiq.customers import service as customer_service
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes, vat_cents
-from invoiceiq.kit.phone import mask_msisdn
+from invoiceiq.kit.phone import is_msisdn, mask_msisdn
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.models import Merchant
 from invoiceiq.notifications.schemas import Outbound
@@ -132,7 +132,7 @@ def _phone_answer(text: str, *, max_amount: int) -> str:
         return parse_phone(text.strip())
     except CommandError:
         first, _, rest = text.strip().partition(" ")
-        if not rest.strip() or not _is_phone(first):
+        if not rest.strip() or not is_msisdn(first):
             raise
         one_line = " ".join(["invoice", *text.split()])
         try:
@@ -141,14 +141,6 @@ def _phone_answer(text: str, *, max_amount: int) -> str:
             raise CommandError(texts.FLOW_PHONE_ONLY) from None
         hint = texts.FLOW_ONE_LINE.format(text=one_line)
         raise CommandError(f"{texts.FLOW_PHONE_ONLY} {hint}") from None
-
-
-def _is_phone(text: str) -> bool:
-    try:
-        parse_phone(text)
-    except CommandError:
-        return False
-    return True
 
 
 async def _refuse_opted_out(session: AsyncSession, field: str, data: dict[str, Any]) -> None:
