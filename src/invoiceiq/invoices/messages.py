@@ -18,6 +18,11 @@ def pay_button_id(number: str) -> str:
     return f"pay:{number}"
 
 
+def pay_button(number: str) -> tuple[str, str]:
+    """The **Pay with M-PESA** reply button for invoice `number`: (id, title)."""
+    return pay_button_id(number), PAY_BUTTON_TITLE
+
+
 def invoice_link(base_url: str, invoice: Invoice) -> str:
     return f"{base_url}/i/{invoice.public_token}"
 
@@ -56,7 +61,7 @@ def invoice_for_customer(
     return Outbound(
         kind=kind,
         text=text,
-        buttons=((pay_button_id(invoice.number), PAY_BUTTON_TITLE),),
+        buttons=(pay_button(invoice.number),),
         template=_invoice_template(invoice, business_name=business_name, link=link, kind=kind),
     )
 

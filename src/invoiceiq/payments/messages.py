@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from invoiceiq.invoices.messages import pay_button
 from invoiceiq.invoices.models import Invoice
 from invoiceiq.kit.clock import nairobi
 from invoiceiq.kit.money import format_kes
@@ -207,7 +208,7 @@ def wait(reason: str, seconds: int, *, number: str) -> Outbound:
     text = wait_text(reason, seconds, again="tap Pay again")
     if reason == "checking":
         return Outbound(kind="pay_wait", text=text)
-    return Outbound(kind="pay_wait", text=text, buttons=((f"pay:{number}", "Pay with M-PESA"),))
+    return Outbound(kind="pay_wait", text=text, buttons=(pay_button(number),))
 
 
 def other_payer(invoice: Invoice, payer: str) -> Outbound:
@@ -234,9 +235,9 @@ def failure_for_customer(
         f"Your M-PESA payment for invoice {invoice.number} ({amount}) did not go through: "
         f"{reason}.\nThe invoice is still open: "
     )
-    pay = f"pay:{invoice.number}"
+    button = pay_button(invoice.number)
     template = TemplateCall(
-        "payment_failed", (invoice.number, amount, business_name, reason), (pay,)
+        "payment_failed", (invoice.number, amount, business_name, reason), (button[0],)
     )
     if page_link:
         return Outbound(
@@ -245,7 +246,7 @@ def failure_for_customer(
     return Outbound(
         kind="payment_failed",
         text=f"{text}tap Pay with M-PESA to try again.",
-        buttons=((pay, "Pay with M-PESA"),),
+        buttons=(button,),
         template=template,
     )
 
@@ -262,8 +263,10 @@ def unconfirmed_for_customer(
         f"If you received an M-PESA confirmation SMS for it, please do not pay again: "
         f"{business_name} will confirm your payment. If you did not, "
     )
-    pay = f"pay:{invoice.number}"
-    template = TemplateCall("payment_unconfirmed", (invoice.number, amount, business_name), (pay,))
+    button = pay_button(invoice.number)
+    template = TemplateCall(
+        "payment_unconfirmed", (invoice.number, amount, business_name), (button[0],)
+    )
     if page_link:
         return Outbound(
             kind="payment_unconfirmed",
@@ -273,7 +276,7 @@ def unconfirmed_for_customer(
     return Outbound(
         kind="payment_unconfirmed",
         text=f"{text}tap Pay with M-PESA to try again.",
-        buttons=((pay, "Pay with M-PESA"),),
+        buttons=(button,),
         template=template,
     )
 
