@@ -30,8 +30,10 @@ from invoiceiq.conversations.commands import (
 )
 from invoiceiq.conversations.models import Conversation
 from invoiceiq.customers import service as customer_service
+from invoiceiq.invoices import service as invoice_service
+from invoiceiq.invoices.messages import vat_included_line
 from invoiceiq.kit.clock import utcnow
-from invoiceiq.kit.money import format_kes, vat_cents
+from invoiceiq.kit.money import format_kes
 from invoiceiq.kit.phone import is_msisdn, mask_msisdn
 from invoiceiq.merchants import service as merchant_service
 from invoiceiq.merchants.models import Merchant
@@ -324,14 +326,12 @@ async def summary(
         customer = f"{name} ({customer})"
     amount_cents = data["amount_cents"]
     merchant = await merchant_service.get(session, conversation.merchant_id)
-    vat = ""
-    if merchant is not None and merchant.vat_enabled and settings.vat_percent:
-        included = format_kes(vat_cents(amount_cents, settings.vat_percent))
-        vat = texts.FLOW_SUMMARY_VAT.format(percent=settings.vat_percent, vat=included)
+    vat = invoice_service.vat_to_charge(merchant, settings, amount_cents) if merchant else 0
+    vat_line = vat_included_line(vat, settings.vat_percent) if vat else ""
     text = texts.FLOW_SUMMARY.format(
         customer=customer,
         amount=format_kes(amount_cents),
-        vat=vat,
+        vat=vat_line,
         description=data["description"],
     )
     return Outbound(

@@ -103,7 +103,6 @@ FLOW_EDIT_UNKNOWN = "I can change the phone, name, amount or description."
 FLOW_SUMMARY = (
     "Please check:\n\nCustomer: {customer}\nAmount: {amount}{vat}\nFor: {description}\n\nSend it?"
 )
-FLOW_SUMMARY_VAT = "\nIncludes VAT ({percent}%): {vat}"
 
 SEVERAL_MATCHES = (
     "You have more than {count} customers called {name}. Type the phone number instead, like: "

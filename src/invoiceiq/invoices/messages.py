@@ -36,8 +36,12 @@ def vat_rate(invoice: Invoice, current: int) -> int:
 def _vat_line(invoice: Invoice, vat_percent: int) -> str:
     if not invoice.vat_cents:
         return ""
-    rate = vat_rate(invoice, vat_percent)
-    return f"\nIncludes VAT ({rate}%): {format_kes(invoice.vat_cents)}"
+    return vat_included_line(invoice.vat_cents, vat_rate(invoice, vat_percent))
+
+
+def vat_included_line(vat_cents: int, rate: int) -> str:
+    """The line under an amount that says how much VAT it includes (chat messages)."""
+    return f"\nIncludes VAT ({rate}%): {format_kes(vat_cents)}"
 
 
 def invoice_for_customer(

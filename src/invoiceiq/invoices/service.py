@@ -27,6 +27,11 @@ from invoiceiq.notifications import service as notifications
 from invoiceiq.payments import service as payment_service
 
 
+def vat_to_charge(merchant: Merchant, settings: Settings, amount_cents: int) -> int:
+    """The VAT an invoice of this merchant for `amount_cents` includes (0 with VAT off)."""
+    return vat_cents(amount_cents, settings.vat_percent) if merchant.vat_enabled else 0
+
+
 async def issue_invoice(
     session: AsyncSession,
     *,
@@ -54,9 +59,7 @@ async def issue_invoice(
             "customer_phone": customer_phone,
             "customer_name": customer_name or customer.name,
             "amount_cents": amount_cents,
-            "vat_cents": vat_cents(amount_cents, settings.vat_percent)
-            if merchant.vat_enabled
-            else 0,
+            "vat_cents": vat_to_charge(merchant, settings, amount_cents),
             "vat_percent": settings.vat_percent if merchant.vat_enabled else None,
             "description": description,
             "status": InvoiceStatus.PENDING,
