@@ -11,6 +11,7 @@ from invoiceiq.conversations.commands import (
     CommandError,
     Help,
     InvoiceAction,
+    NameReading,
     OneLineInvoice,
     SavedNameInvoice,
     SetName,
@@ -26,6 +27,7 @@ from invoiceiq.conversations.commands import (
 from invoiceiq.conversations.models import Conversation
 from invoiceiq.conversations.schemas import IncomingMessage
 from invoiceiq.customers import service as customer_service
+from invoiceiq.customers.models import Customer
 from invoiceiq.errors import AppError
 from invoiceiq.invoices import messages as invoice_messages
 from invoiceiq.invoices import service as invoice_service
@@ -197,12 +199,7 @@ async def _run_command(
     if isinstance(command, StartGuided):
         merchant_service.ensure_can_invoice(merchant)
         return [await guided.start(session, settings, merchant)]
-    if isinstance(command, SavedNameInvoice):
-        chosen = await _saved_name_reading(session, merchant, command)
-        if isinstance(chosen, str):
-            return _reply(chosen)
-        return await _one_line_invoice(session, settings, merchant, chosen)
-    if isinstance(command, OneLineInvoice):
+    if isinstance(command, (OneLineInvoice, SavedNameInvoice)):
         return await _one_line_invoice(session, settings, merchant, command)
     if isinstance(command, InvoiceAction):
         return await _invoice_action(session, settings, merchant, command)
@@ -233,37 +230,48 @@ def _named(merchant: Merchant, name: str) -> str:
     return texts.NAME_SET.format(name=name)
 
 
-async def _saved_name_reading(
-    session: AsyncSession, merchant: Merchant, command: SavedNameInvoice
-) -> OneLineInvoice | str:
-    """The reading whose name the merchant saved (`Mama 2 1500 Rice` with "Mama 2" saved is
-    KSh 1,500 for Rice), or what to reply: each reading is sent at once, so with two saved
-    names that could both be meant, ask for the phone rather than guess."""
-    merchant_service.ensure_can_invoice(merchant)
-    readings = command.readings
-    saved = await customer_service.saved_names(
-        session, merchant_id=merchant.id, names=[reading.name for reading in readings]
-    )
-    named = [reading for reading in readings if reading.name in saved]
-    if len(named) > 1:
-        names = " and ".join(f'"{reading.name}"' for reading in named)
-        return texts.NAME_ENDS_UNCLEAR.format(names=names)
-    reading = named[0] if named else readings[0]
-    return reading.invoice or reading.error or texts.HELP
-
-
 async def _one_line_invoice(
-    session: AsyncSession, settings: Settings, merchant: Merchant, command: OneLineInvoice
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    command: OneLineInvoice | SavedNameInvoice,
 ) -> list[Outbound]:
     merchant_service.ensure_can_invoice(merchant)
-    amount, description = command.amount_cents, command.description
-    if command.phone is not None:
+    if isinstance(command, OneLineInvoice) and command.phone is not None:
+        amount, description = command.amount_cents, command.description
         return await _issue(session, settings, merchant, command.phone, None, amount, description)
-    assert command.saved_name is not None
-    matches = await customer_service.find_by_name(
-        session, merchant_id=merchant.id, name=command.saved_name
+    if isinstance(command, SavedNameInvoice):
+        readings = command.readings
+    else:
+        readings = (NameReading(command.saved_name or "", invoice=command),)
+    found = await customer_service.find_by_names(
+        session, merchant_id=merchant.id, names=[reading.name for reading in readings]
     )
-    fill = {"name": command.saved_name, "amount": amount // 100, "description": description}
+    # The reading whose name the merchant saved (`Mama 2 1500 Rice` with "Mama 2" saved is
+    # KSh 1,500 for Rice). Each would be sent at once: with two saved names that could both be
+    # meant, ask for the phone rather than guess.
+    named = [reading for reading in readings if found[reading.name]]
+    if len(named) > 1:
+        names = " and ".join(f'"{reading.name}"' for reading in named)
+        return _reply(texts.NAME_ENDS_UNCLEAR.format(names=names))
+    reading = named[0] if named else readings[0]
+    if reading.invoice is None:
+        return _reply(reading.error or texts.HELP)
+    return await _to_saved_customer(session, settings, merchant, reading, found[reading.name])
+
+
+async def _to_saved_customer(
+    session: AsyncSession,
+    settings: Settings,
+    merchant: Merchant,
+    reading: NameReading,
+    matches: list[Customer],
+) -> list[Outbound]:
+    """Issue to the one customer saved under the name read; or say there is none, or too many
+    to offer, or offer the few to choose from."""
+    assert reading.invoice is not None
+    amount, description = reading.invoice.amount_cents, reading.invoice.description
+    fill = {"name": reading.name, "amount": amount // 100, "description": description}
     if not matches:
         return _reply(texts.NO_MATCH.format(**fill))
     if len(matches) == 1:
@@ -277,7 +285,7 @@ async def _one_line_invoice(
     if len({mask_msisdn(c.phone) for c in matches}) < len(matches):
         # The choices would read the same (the mask shows a number's last digits only).
         return _reply(texts.MATCHES_ALIKE.format(count=len(matches), **fill))
-    choices = [{"phone": c.phone, "name": c.name or command.saved_name} for c in matches]
+    choices = [{"phone": c.phone, "name": c.name or reading.name} for c in matches]
     prompt = await guided.start_pick(
         session, settings, merchant, choices=choices, amount_cents=amount, description=description
     )

@@ -38,25 +38,21 @@ async def set_name(session: AsyncSession, customer_id: uuid.UUID, name: str) -> 
     )
 
 
-async def find_by_name(
-    session: AsyncSession, *, merchant_id: uuid.UUID, name: str, limit: int = 5
-) -> list[Customer]:
-    """This merchant's customers saved under `name`, whatever its case, newest first.
+async def find_by_names(
+    session: AsyncSession, *, merchant_id: uuid.UUID, names: list[str], limit: int = 5
+) -> dict[str, list[Customer]]:
+    """For each of `names` (as given), this merchant's customers saved under it whatever its
+    case, newest first, at most `limit`: one read of the address book for them all.
 
     Compared in Python (casefold): SQLite's lower(), and PostgreSQL's under the C locale, fold
     only ASCII, so a saved "Émile" would never be found. A merchant's address book is small,
     and the lookup runs only for `invoice <saved name> …`."""
-    wanted = name.casefold()
     named = await _named(session, merchant_id)
-    return [customer for customer in named if (customer.name or "").casefold() == wanted][:limit]
-
-
-async def saved_names(
-    session: AsyncSession, *, merchant_id: uuid.UUID, names: list[str]
-) -> set[str]:
-    """Which of `names` this merchant saved a customer under (as given), whatever the case."""
-    saved = {(customer.name or "").casefold() for customer in await _named(session, merchant_id)}
-    return {name for name in names if name.casefold() in saved}
+    found: dict[str, list[Customer]] = {}
+    for name in names:
+        wanted = name.casefold()
+        found[name] = [c for c in named if (c.name or "").casefold() == wanted][:limit]
+    return found
 
 
 async def _named(session: AsyncSession, merchant_id: uuid.UUID) -> list[Customer]:

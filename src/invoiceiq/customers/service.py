@@ -25,16 +25,10 @@ async def remember(
     return customer
 
 
-async def find_by_name(
-    session: AsyncSession, *, merchant_id: uuid.UUID, name: str
-) -> list[Customer]:
-    return await repository.find_by_name(session, merchant_id=merchant_id, name=name)
-
-
-async def saved_names(
+async def find_by_names(
     session: AsyncSession, *, merchant_id: uuid.UUID, names: list[str]
-) -> set[str]:
-    return await repository.saved_names(session, merchant_id=merchant_id, names=names)
+) -> dict[str, list[Customer]]:
+    return await repository.find_by_names(session, merchant_id=merchant_id, names=names)
 
 
 async def saved_name(session: AsyncSession, *, merchant_id: uuid.UUID, phone: str) -> str | None:
