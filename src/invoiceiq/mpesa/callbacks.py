@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from invoiceiq.deps import SessionDep, SettingsDep, get_session_factory
 from invoiceiq.errors import AppError, NotFound
 from invoiceiq.inbox import service as inbox
 from invoiceiq.kit.clock import utcnow
+from invoiceiq.kit.net import in_networks, networks
 from invoiceiq.kit.text import json_is_storable, storable
 from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
@@ -180,14 +180,7 @@ def _from_allowed_address(request: Request, settings: Settings) -> bool:
     if not settings.mpesa_callback_allowlist:
         return True
     client = request.client.host if request.client else ""
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return False
-    allowed = any(
-        address in ipaddress.ip_network(entry, strict=False)
-        for entry in settings.mpesa_callback_allowlist
-    )
+    allowed = in_networks(client, networks(tuple(settings.mpesa_callback_allowlist)))
     if not allowed:
         log.warning("stk callback from an address outside the allowlist")
     return allowed

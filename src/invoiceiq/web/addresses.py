@@ -7,38 +7,17 @@ whatever the client wrote, but that one was written by our own proxy.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Sequence
 
 from starlette.requests import Request
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
-    networks: list[Network] = []
-    for entry in trusted:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue  # not an address: it can never match
-    return tuple(networks)
-
-
-def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+from invoiceiq.kit.net import in_networks, networks
 
 
 def client_address(request: Request, trusted_proxies: Sequence[str]) -> str:
     peer = request.client.host if request.client else "unknown"
-    networks = _networks(tuple(trusted_proxies))
-    if not networks or not _is_trusted(peer, networks):
+    trusted = networks(tuple(trusted_proxies))
+    if not trusted or not in_networks(peer, trusted):
         return peer
     hops = [
         hop.strip()
@@ -47,6 +26,6 @@ def client_address(request: Request, trusted_proxies: Sequence[str]) -> str:
         if hop.strip()
     ]
     for hop in reversed(hops):
-        if not _is_trusted(hop, networks):
+        if not in_networks(hop, trusted):
             return hop
     return hops[0] if hops else peer
