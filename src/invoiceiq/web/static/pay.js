@@ -99,26 +99,25 @@
     schedule();
   }
 
-  function poll() {
-    timer = null;
-    fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
+  function fetchStatus() {
+    return fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
       .then(function (response) {
         if (!response.ok) {
           throw new Error("status " + response.status);
         }
         return response.json();
-      })
-      .then(applyStatus)
-      .catch(schedule);
+      });
+  }
+
+  function poll() {
+    timer = null;
+    fetchStatus().then(applyStatus).catch(schedule);
   }
 
   function refresh() {
-    fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
-      .then(function (response) {
-        return response.ok ? response.json() : null;
-      })
+    fetchStatus()
       .then(function (data) {
-        if (data && (data.status === "CANCELLED" || data.status === "PAID")) {
+        if (data.status === "CANCELLED" || data.status === "PAID") {
           applyStatus(data);
         }
       })
