@@ -47,21 +47,18 @@ async def find_by_names(
     Compared in Python (casefold): SQLite's lower(), and PostgreSQL's under the C locale, fold
     only ASCII, so a saved "Émile" would never be found. A merchant's address book is small,
     and the lookup runs only for `invoice <saved name> …`."""
-    named = await _named(session, merchant_id)
+    named = list(
+        await session.scalars(
+            sa.select(Customer)
+            .where(Customer.merchant_id == merchant_id, Customer.name.is_not(None))
+            .order_by(Customer.updated_at.desc())
+        )
+    )
     found: dict[str, list[Customer]] = {}
     for name in names:
         wanted = name.casefold()
         found[name] = [c for c in named if (c.name or "").casefold() == wanted][:limit]
     return found
-
-
-async def _named(session: AsyncSession, merchant_id: uuid.UUID) -> list[Customer]:
-    named = await session.scalars(
-        sa.select(Customer)
-        .where(Customer.merchant_id == merchant_id, Customer.name.is_not(None))
-        .order_by(Customer.updated_at.desc())
-    )
-    return list(named)
 
 
 async def touch_inbound(session: AsyncSession, phone: str, at: datetime) -> None:
