@@ -219,7 +219,9 @@ async def test_processes_share_one_daraja_token_and_recover_from_a_superseded_on
     sessions: SessionFactory, other_process: SessionFactory
 ) -> None:
     CountingStore.fetches = 0
-    http = make_http_client(Timeouts(connect=1, read=5, write=5, pool=1))
+    # Not a test of timeouts: eight pushes at once to a fake served in this same event loop,
+    # on a busy two-core CI machine, once took over a second to be accepted (ConnectTimeout).
+    http = make_http_client(Timeouts(connect=5, read=5, write=5, pool=5))
     fake = DarajaFake(
         SimulatorSettings(),
         consumer_key="key",
