@@ -13,6 +13,8 @@ completion time) ≥ 95 % of the offered rate. The run stops at the first step t
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -33,11 +35,15 @@ from bench.measure import (
     served_requests,
 )
 from bench.report import Results, progress
+from invoiceiq.kit.http import make_http_client
 
 KEEP_UP = 0.95
 # A step stops offering flows once this many seconds' worth of them are in flight.
 MAX_BACKLOG_S = 20
 STATS_SETTLE_S = 11  # PostgreSQL flushes an idle backend's counters within 10 s
+# The HTTP exchange measurement: requests through the app's own client, and how many at once.
+EXCHANGES = 3000
+EXCHANGES_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ class Bench:
         flows: list[Flow] = []
         tasks: list[asyncio.Task[None]] = []
         count = max(2, round(rate * seconds))
-        before = CpuSample.take(self.pids())
+        before = CpuSample.take(self.pids(), everything=True)
         started = time.monotonic()
         reporter = asyncio.create_task(_report_progress(rate, flows, started))
         overloaded = False
@@ -152,7 +158,7 @@ class Bench:
                 flows.append(flow)
                 tasks.append(asyncio.create_task(driver.run(flow)))
             issued = time.monotonic() - started
-            cpu = CpuSample.take(self.pids()).percent_since(before, issued)
+            cpu = CpuSample.take(self.pids(), everything=True).percent_since(before, issued)
             await asyncio.gather(*tasks)
         finally:
             reporter.cancel()
@@ -170,8 +176,16 @@ async def _report_progress(rate: float, flows: list[Flow], started: float) -> No
         )
 
 
-async def bare_baseline(run_dir: Path) -> float:
-    """The bare app's requests/s when the ingest benchmark did not run before."""
+@dataclass(frozen=True)
+class Baseline:
+    requests_per_s: float | None
+    client_us: float  # this process's CPU per exchange: the client
+    server_us: float  # the bare app's CPU per exchange
+
+
+async def bare_baseline(run_dir: Path, *, measure_rps: bool) -> Baseline:
+    """What one HTTP exchange costs, measured against the bare app, with its requests/s (for
+    the bound) when the ingest benchmark did not measure them before."""
     servers = stack.Stack(run_dir)
     port = stack.free_port()
     try:
@@ -182,24 +196,62 @@ async def bare_baseline(run_dir: Path) -> float:
             port=port,
             ready_path="/healthz",
         )
-        options = IngestOptions(duration_s=10)
-        await wrk(bare.origin, "warm-bare", options.warmup_s, options)
-        return (await wrk(bare.origin, "bare", options.duration_s, options)).rps
+        rps = None
+        if measure_rps:
+            options = IngestOptions(duration_s=10)
+            await wrk(bare.origin, "warm-bare", options.warmup_s, options)
+            rps = (await wrk(bare.origin, "bare", options.duration_s, options)).rps
+        client_us, server_us = await _exchange_cost(bare.origin, bare.pid)
+        return Baseline(rps, client_us, server_us)
     finally:
         await servers.stop()
 
 
+async def _exchange_cost(origin: str, pid: int) -> tuple[float, float]:
+    """CPU µs per request, for the client and for the server, of webhooks POSTed to the bare
+    app through `make_http_client` (the client the app's provider calls and the simulator's
+    webhooks go through), a few at a time as they are in a flow. This process does nothing
+    else meanwhile, so its CPU time is the client's."""
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {"statuses": []}}]}],
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    url = f"{origin}/whatsapp/webhook"
+    limit = asyncio.Semaphore(EXCHANGES_AT_ONCE)
+    async with make_http_client() as http:
+
+        async def one() -> None:
+            async with limit:
+                answer = await http.post(url, content=body, headers=headers)
+                answer.raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(EXCHANGES // 10)))  # warm-up
+        server = CpuSample.take({"bare": pid})
+        client = time.process_time()
+        await asyncio.gather(*(one() for _ in range(EXCHANGES)))
+        client_ms = (time.process_time() - client) * 1000
+        server_ms = CpuSample.take({"bare": pid}).ms_since(server)["bare"]
+    return client_ms * 1000 / EXCHANGES, server_ms * 1000 / EXCHANGES
+
+
 async def run_e2e(results: Results, run_dir: Path, options: E2eOptions) -> None:
-    bare_rps = options.bare_requests_per_s
-    if bare_rps is None:
-        progress("e2e: measuring the bare app's requests/s for the bound (10 s)")
-        bare_rps = await bare_baseline(run_dir)
+    measure_rps = options.bare_requests_per_s is None
+    progress(
+        "e2e: the bare app: what an HTTP exchange costs"
+        + (", and its requests/s for the bound (10 s)" if measure_rps else "")
+    )
+    baseline = await bare_baseline(run_dir, measure_rps=measure_rps)
+    bare_rps = baseline.requests_per_s or options.bare_requests_per_s
+    assert bare_rps is not None
     progress("e2e: fresh database, simulator, app" + (", worker" if options.split_worker else ""))
     dsn = await stack.fresh_database()
     bench = Bench(options, run_dir)
     try:
         await bench.start(dsn)
-        await _drive(bench, dsn, results, bare_rps)
+        await _drive(bench, dsn, results, bare_rps, baseline)
     finally:
         await bench.servers.stop()
     for name, rss in bench.servers.peak_rss().items():
@@ -208,7 +260,9 @@ async def run_e2e(results: Results, run_dir: Path, options: E2eOptions) -> None:
     results.set("e2e.peak_rss_mb.driver", round(own, 1), "MiB (this benchmark process)")
 
 
-async def _drive(bench: Bench, dsn: str, results: Results, bare_rps: float) -> None:
+async def _drive(
+    bench: Bench, dsn: str, results: Results, bare_rps: float, baseline: Baseline
+) -> None:
     options = bench.options
     db = await asyncpg.connect(dsn)
     async with Tracker(dsn) as tracker:
@@ -230,6 +284,7 @@ async def _drive(bench: Bench, dsn: str, results: Results, bare_rps: float) -> N
             await db.close()
     measured = sum(len(s.completed) for s in steps)
     _record_costs(results, span, end, measured, bare_rps)
+    _record_ceilings(results, baseline)
     _record_checks(results, checks)
 
 
@@ -242,7 +297,7 @@ async def _counters(bench: Bench, tracker: Tracker, db: asyncpg.Connection) -> d
         "served": await served_requests(bench.app.origin),
         "made": await provider_calls(db),
         "own": tracker.transactions + bench.own_transactions,
-        "cpu": CpuSample.take(bench.pids()),
+        "cpu": CpuSample.take(bench.pids(), everything=True),
     }
 
 
@@ -344,6 +399,31 @@ def _record_costs(
     results.set("e2e.bound_flows_per_s", round(bound, 1), "bare req/s ÷ HTTP requests per flow")
     results.set("e2e.fraction_of_bound", round(best / bound, 3), "goal ≥ 0.3")
     results.set("e2e.goal_100_flows_per_s_met", best >= 100, "")
+
+
+def _record_ceilings(results: Results, baseline: Baseline) -> None:
+    """The rates at which this machine's cores would be full: with this run's CPU per flow,
+    and if the app and the simulator did nothing but their HTTP exchanges."""
+    cores = os.cpu_count() or 1
+    per_flow: dict[str, float] = results.get("e2e.cpu_ms_per_flow") or {}
+    exchanges = results.get("e2e.http_requests_per_flow")
+    if not per_flow or not exchanges:
+        return
+    total = sum(per_flow.values())
+    results.set("e2e.cpu_ms_per_flow_total", round(total, 1), "CPU ms per flow, every process")
+    results.set(
+        "e2e.cpu_ceiling_flows_per_s",
+        round(cores * 1000 / total, 1),
+        f"{cores} cores ÷ that total",
+    )
+    exchange = baseline.client_us + baseline.server_us
+    results.set("e2e.http_exchange_cpu_us.client", round(baseline.client_us), "µs (httpx)")
+    results.set("e2e.http_exchange_cpu_us.server", round(baseline.server_us), "µs (bare app)")
+    results.set(
+        "e2e.http_floor_flows_per_s",
+        round(cores * 1e6 / (exchange * exchanges), 1),
+        "cores full with HTTP exchanges alone",
+    )
 
 
 def _record_checks(results: Results, checks: dict[str, int]) -> None:
