@@ -3,6 +3,8 @@ only by luck of timing (a re-run push handler, a reused receipt, a resolved revi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from invoiceiq.config import Settings
 from invoiceiq.customers import service as customer_service
@@ -24,7 +27,7 @@ from invoiceiq.mpesa.client import StkPushAccepted, StkQueryResult
 from invoiceiq.mpesa.schemas import StkCallback, parse_callback
 from invoiceiq.outbox.models import OutboxMessage
 from invoiceiq.outbox.repository import ClaimedRow
-from invoiceiq.payments import repository, review, service, settlement, success
+from invoiceiq.payments import messages, repository, review, service, settlement, success
 from invoiceiq.payments.cli import render_review
 from invoiceiq.payments.jobs import PaymentJobs
 from invoiceiq.payments.states import PaymentStatus
@@ -116,7 +119,11 @@ async def test_a_push_already_sent_is_not_withdrawn_when_the_invoice_is_paid(
 class AcceptingDaraja(NoDaraja):
     """Daraja takes the push and answers with a known CheckoutRequestID."""
 
+    def __init__(self) -> None:
+        self.pushes = 0
+
     async def stk_push(self, **_: Any) -> Any:
+        self.pushes += 1
         return StkPushAccepted("1-1", "ws_CO_EARLY", "0", None)
 
 
@@ -613,3 +620,138 @@ async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_wait
     assert ("seconds" in reply.text) is waits_for_time
     # A button to tap when the time is up; none while M-PESA is asked (its answer will come).
     assert bool(reply.buttons) is waits_for_time
+
+
+class ConfirmingDaraja(NoDaraja):
+    """M-PESA's query says the push was paid."""
+
+    async def stk_query(self, checkout_request_id: str) -> Any:
+        return StkQueryResult("success", "0", "The service request is processed successfully.")
+
+
+async def test_a_failure_callback_leaves_a_success_being_confirmed_to_the_query(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": True, "pay_cooldown": 0})
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(
+            session, checkout_request_id="ws_CO_8", push_sent_at=utcnow() - timedelta(seconds=20)
+        )
+        paid = callback_body(prompt_of(payment, "ws_CO_8"), receipt="UCLAIM1234")
+        await settlement.apply_callback(session, settings, parse_callback(paid), paid)
+    async with unit_of_work(sessions) as session:
+        # The same push reported again, cancelled: it contradicts the claim being confirmed.
+        cancelled = callback_body(prompt_of(payment, "ws_CO_8"), code=1032)
+        await settlement.apply_callback(session, settings, parse_callback(cancelled), cancelled)
+
+    async with unit_of_work(sessions) as session:
+        fresh = await repository.get(session, payment.id)
+        assert fresh is not None and fresh.status is PaymentStatus.INITIATED
+        assert await kinds(session) == []  # nobody told "did not go through, pay again"
+        invoice = await session.get(Invoice, payment.invoice_id)
+        assert invoice is not None
+        tap = await service.start_payment(session, settings, invoice=invoice, phone=CUSTOMER)
+        assert tap.outcome == "open"  # no second prompt while M-PESA is asked
+
+    jobs = PaymentJobs(sessions=sessions, daraja=ConfirmingDaraja(), settings=settings)  # type: ignore[arg-type]
+    payload = {"payment_id": str(payment.id), "round": 0, "claimed_at": utcnow().isoformat()}
+    await jobs.confirm(ClaimedRow(uuid.uuid4(), service.CONFIRM_TOPIC, payload, 1, "t"))
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        assert fresh is not None and fresh.status is PaymentStatus.SUCCESS
+        assert fresh.receipt_number == "UCLAIM1234"
+        assert await kinds(session) == ["receipt", "payment_received"]
+
+
+class DeniedDaraja(NoDaraja):
+    async def stk_query(self, checkout_request_id: str) -> Any:
+        return StkQueryResult("failed", "1032", "Request cancelled by user")
+
+
+async def test_payments_query_denying_a_success_claim_flags_it(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": True})
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(
+            session, checkout_request_id="ws_CO_9", push_sent_at=utcnow() - timedelta(seconds=20)
+        )
+        paid = callback_body(prompt_of(payment, "ws_CO_9"), receipt="UCLAIM5678")
+        await settlement.apply_callback(session, settings, parse_callback(paid), paid)
+        invoice = await session.get(Invoice, payment.invoice_id)
+        assert invoice is not None
+    jobs = PaymentJobs(sessions=sessions, daraja=DeniedDaraja(), settings=settings)  # type: ignore[arg-type]
+
+    answer = await jobs.query_invoice(invoice.number)
+
+    assert "FAILED" in answer
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.needs_review
+    assert fresh.review_reason == messages.CLAIM_DENIED_REASON
+
+
+async def test_an_accepted_push_is_stored_once_the_database_answers_again(
+    engine: AsyncEngine, sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        payment = await factories.payment(session)
+    failures = []
+
+    def connection_lost(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        # The database goes away once, as Daraja's answer is being stored.
+        storing = statement.startswith("UPDATE payment") and "checkout_request_id" in statement
+        if storing and not failures:
+            failures.append(statement)
+            raise OperationalError(statement, parameters, ConnectionError("reset"))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", connection_lost)
+    daraja = AcceptingDaraja()
+    jobs = PaymentJobs(sessions=sessions, daraja=daraja, settings=settings)  # type: ignore[arg-type]
+    try:
+        await jobs.push(push_row(payment, attempts=1))
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", connection_lost)
+
+    assert failures and daraja.pushes == 1
+    async with sessions() as session:
+        fresh = await repository.get(session, payment.id)
+        assert fresh is not None and fresh.checkout_request_id == "ws_CO_EARLY"
+        assert await kinds(session) == ["pay_check_phone"]
+
+
+async def test_taps_on_two_invoices_at_once_raise_one_prompt_on_the_phone(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        merchant = await factories.merchant(session)
+        first = await factories.invoice(session, merchant=merchant, amount_cents=100_000)
+        second = await factories.invoice(session, merchant=merchant, amount_cents=200_000)
+    both_checked = asyncio.Event()
+    checked = []
+
+    async def tap(invoice: Invoice) -> str:
+        async with unit_of_work(sessions) as session:
+            fresh = await session.get(Invoice, invoice.id)
+            assert fresh is not None
+            started = await service.start_payment(session, settings, invoice=fresh, phone=CUSTOMER)
+            checked.append(started.outcome)
+            if len(checked) == 2:
+                both_checked.set()
+            # Held open a moment: the other tap checks while this one has not committed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(both_checked.wait(), 0.5)
+            return started.outcome
+
+    outcomes = await asyncio.gather(tap(first), tap(second))
+
+    assert sorted(outcomes) == ["started", "wait"]
+    async with sessions() as session:
+        open_attempts = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Payment)
+            .where(Payment.phone == CUSTOMER, Payment.status == PaymentStatus.INITIATED)
+        )
+    assert open_attempts == 1

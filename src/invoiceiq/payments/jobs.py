@@ -7,10 +7,13 @@ that attempt by STK Query. Ambiguous failures are never retried (a second PIN pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
@@ -37,6 +40,10 @@ CALLBACK_SOURCE = "mpesa"
 _NOT_PAYABLE = frozenset({InvoiceStatus.PAID, InvoiceStatus.CANCELLED})
 # Between STK Queries of an attempt still "being processed": 5 s, then doubling to 30 s.
 QUERY_BACKOFF_FIRST, QUERY_BACKOFF_MAX = 5.0, 30.0
+# Storing an accepted push's ids while the database is unreachable: tried again for a minute
+# (well within the worker's handler timeout), 0.5 s between tries, doubling to 8 s.
+STORE_RETRY_FOR_S = 60.0
+STORE_BACKOFF_FIRST, STORE_BACKOFF_MAX = 0.5, 8.0
 
 
 def query_backoff(round_: int) -> float:
@@ -86,6 +93,30 @@ class PaymentJobs:
         await self._push_accepted(payment_id, accepted)
 
     async def _push_accepted(self, payment_id: uuid.UUID, accepted: StkPushAccepted) -> None:
+        """Store Daraja's answer, trying again while the database is unreachable: the ids exist
+        only in this process's memory, and a re-run of the row never pushes again, so lost
+        here they are lost for good (the reconciler could not ask M-PESA about the prompt)."""
+        delay = STORE_BACKOFF_FIRST
+        deadline = time.monotonic() + STORE_RETRY_FOR_S
+        while True:
+            try:
+                await self._store_accepted(payment_id, accepted)
+                return
+            except (OperationalError, InterfaceError):
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "stk push accepted but its CheckoutRequestID could not be stored",
+                        extra={"payment": str(payment_id)},
+                    )
+                    raise
+                log.warning(
+                    "storing an accepted stk push failed; trying again",
+                    extra={"payment": str(payment_id)},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_BACKOFF_MAX)
+
+    async def _store_accepted(self, payment_id: uuid.UUID, accepted: StkPushAccepted) -> None:
         async with unit_of_work(self._sessions) as session:
             await repository.serialize_checkout(session, accepted.checkout_request_id)
             fresh = await repository.get(session, payment_id, lock=True)
@@ -220,9 +251,7 @@ class PaymentJobs:
                     session, self._settings, fresh, confirmed_by="callback", receipt=receipt
                 )
             elif result is not None and result.state == "failed":
-                await review.flag(
-                    session, fresh, "the callback said paid, but M-PESA's query denies it"
-                )
+                await review.flag(session, fresh, messages.CLAIM_DENIED_REASON)
                 # The query is M-PESA's word: an open attempt has failed, and can be retried.
                 await self._apply_answer(session, fresh, result, confirmed_by="query")
             elif overdue and fresh.status is PaymentStatus.INITIATED:
@@ -280,6 +309,9 @@ class PaymentJobs:
             assert fresh is not None
             if fresh.status is not PaymentStatus.INITIATED:
                 return f"payment {fresh.id} was settled meanwhile: {fresh.status.value}"
+            if result.state == "failed" and settlement.awaits_confirmation(fresh):
+                # As the confirmation job does: a success claim denied is kept for a person.
+                await review.flag(session, fresh, messages.CLAIM_DENIED_REASON)
             if not await self._apply_answer(session, fresh, result, confirmed_by="query"):
                 return (
                     f"payment {fresh.id}: M-PESA is still processing it (the customer has not "

@@ -80,6 +80,8 @@ OUTCOME_UNKNOWN_REASON = (
     "push outcome unknown: M-PESA sent no answer and no callback, so the customer may have "
     "paid; check the M-PESA statement"
 )
+# A success callback that M-PESA's query says failed.
+CLAIM_DENIED_REASON = "the callback said paid, but M-PESA's query denies it"
 # A success callback M-PESA's query never confirmed within RECONCILE_GIVE_UP.
 CLAIM_UNCONFIRMED_REASON = "M-PESA never confirmed the reported payment"
 # The questions "did the customer pay?" that a later confirmation answers on its own.

@@ -77,11 +77,20 @@ async def serialize_checkout(session: AsyncSession, checkout_request_id: str) ->
     before they look, so the second one sees the first one's work. SQLite runs one write
     transaction at a time (BEGIN IMMEDIATE, db/engine.py), so it needs nothing.
     """
+    await _hold(session, checkout_request_id)
+
+
+async def serialize_phone(session: AsyncSession, phone: str) -> None:
+    """Hold a lock on this payer's number until the transaction ends (PostgreSQL): taps on two
+    invoices at once each read "no open attempt for this phone" before either inserts one, and
+    would raise two prompts; the second waits here and then sees the first one's attempt."""
+    await _hold(session, f"phone:{phone}")
+
+
+async def _hold(session: AsyncSession, key: str) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
-    await session.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(checkout_request_id)))
-    )
+    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
 
 
 async def by_receipt(session: AsyncSession, receipt: str) -> Payment | None:

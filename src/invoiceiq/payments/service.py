@@ -105,6 +105,7 @@ async def start_payment(
     open_attempt = await repository.open_attempt(session, invoice.id)
     if open_attempt is not None:
         return StartResult("open", open_attempt)
+    await repository.serialize_phone(session, phone)
     wait, reason = await _seconds_to_wait(
         session, settings, phone=phone, amount_cents=invoice.amount_cents
     )

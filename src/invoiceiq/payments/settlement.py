@@ -51,6 +51,12 @@ async def apply_callback(
         force_confirm = body.get(OUTSIDE_ALLOWLIST) is True
         await apply_success_claim(session, settings, payment, callback, force_confirm=force_confirm)
         return True
+    if awaits_confirmation(payment):
+        # A failure for a push whose success is being confirmed: two callbacks contradict each
+        # other, so M-PESA's answer to the query decides (paid, or flagged for review), never
+        # this one; failing now would tell a customer who paid to pay again.
+        log.warning("stk failure callback for a success being confirmed; the query decides")
+        return True
     if payment.status is not PaymentStatus.SUCCESS and payment.callback_body is None:
         await repository.set_values(session, payment.id, callback_body=body)
     await service.fail(
