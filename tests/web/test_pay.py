@@ -351,3 +351,77 @@ async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
             headers={**JSON, "X-Forwarded-For": "192.0.2.61"},
         )
         assert refused.status_code == 429
+
+
+async def add_prompt(
+    sessions: SessionFactory, invoice: Invoice, phone: str, *, minutes_ago: int
+) -> None:
+    """A prompt M-PESA raised on `phone` for `invoice`, cancelled by its owner."""
+    at = utcnow() - timedelta(minutes=minutes_ago)
+    async with sessions() as session, session.begin():
+        await factories.payment(
+            session,
+            invoice=invoice,
+            phone=phone,
+            status=PaymentStatus.FAILED,
+            result_code="1032",
+            created_at=at,
+            push_sent_at=at,
+            checkout_request_id=f"ws_CO_{invoice.number}_{minutes_ago}",
+        )
+
+
+STRANGER = "254733000111"
+
+
+async def test_a_number_not_the_customers_gets_three_prompts_an_hour_across_invoices(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    others = [
+        await make_invoice(sessions, customer_phone=f"25471100000{n}", amount_cents=10_000 + n)
+        for n in range(4)
+    ]
+    for n, minutes in enumerate((50, 30, 10)):
+        await add_prompt(sessions, others[n], STRANGER, minutes_ago=minutes)
+    async with in_process(settings) as http:
+        field = await open_form(http, others[3])
+        refused = await pay(http, others[3], field, phone="0733000111")
+        own = await pay(http, others[3], field)  # the invoice's customer can still pay
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"] == (
+        "That number has had 3 payment prompts for other people's invoices in the last hour. "
+        "To protect its owner, the next one can be sent in 10 min; the invoice's own customer "
+        "can pay meanwhile."
+    )
+    assert 540 <= int(refused.headers["retry-after"]) <= 600
+    assert own.status_code == 202
+    assert [p.phone for p in await payments(sessions)][-1] == "254711000003"
+
+
+async def test_prompts_for_the_numbers_own_invoices_do_not_count_as_paying_for_others(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    own = [await make_invoice(sessions, customer_phone=STRANGER) for _ in range(2)]
+    other = [await make_invoice(sessions, customer_phone=f"25471100000{n}") for n in range(3)]
+    for n, invoice in enumerate([*own, *other[:2]]):
+        await add_prompt(sessions, invoice, STRANGER, minutes_ago=50 - 10 * n)
+    async with in_process(settings) as http:
+        started = await pay(http, other[2], await open_form(http, other[2]), phone="0733000111")
+    assert started.status_code == 202
+
+
+async def test_a_number_not_the_customers_is_not_told_why_it_must_wait(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """Its owner is answering a prompt for another business's invoice: that stays private."""
+    theirs = await make_invoice(sessions, customer_phone=STRANGER)
+    async with sessions() as session, session.begin():
+        await factories.payment(session, invoice=theirs, push_sent_at=utcnow())
+    invoice = await make_invoice(sessions)
+    async with in_process(settings) as http:
+        refused = await pay(http, invoice, await open_form(http, invoice), phone="0733000111")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"] == (
+        "A payment prompt can't be sent to that number just now. Try again in a few minutes."
+    )
+    assert refused.headers["retry-after"] == "120"

@@ -260,6 +260,27 @@ async def prompt_times_since(
     )
 
 
+async def prompt_times_as_other_payer(
+    session: AsyncSession, phone: str, since: datetime
+) -> list[datetime]:
+    """When attempts since `since` went to `phone` for invoices of other customers (paying
+    for someone from the web page), oldest first; as `prompt_times_since`, an attempt Daraja
+    refused without raising a prompt does not count."""
+    return list(
+        await session.scalars(
+            sa.select(Payment.created_at)
+            .join(Invoice, Invoice.id == Payment.invoice_id)
+            .where(
+                Payment.phone == phone,
+                Invoice.customer_phone != phone,
+                Payment.created_at >= since,
+                _may_have_prompted(),
+            )
+            .order_by(Payment.created_at)
+        )
+    )
+
+
 async def flagged(
     session: AsyncSession, *, include_resolved: bool = False
 ) -> list[tuple[Payment, str | None]]:

@@ -77,6 +77,12 @@ async def prompt_times_since(
     return await repository.prompt_times_since(session, invoice_id, since)
 
 
+async def prompt_times_as_other_payer(
+    session: AsyncSession, phone: str, since: datetime
+) -> list[datetime]:
+    return await repository.prompt_times_as_other_payer(session, phone, since)
+
+
 def failure_reason_for_payer(code: str | None) -> str:
     """Why an attempt failed, in the payer's plain words (never the provider's text)."""
     return messages.reasons(code)[0]

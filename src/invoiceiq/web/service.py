@@ -1,10 +1,15 @@
 """The public page's use cases: show an invoice, pay it from the web, report progress.
 
 Paying uses payments.service.start_payment, the same rules as the WhatsApp Pay button (one
-open attempt, M-PESA's cooldown). The page adds two limits of its own, since anyone holding the
+open attempt, M-PESA's cooldown). The page adds limits of its own, since anyone holding the
 link could otherwise fire PIN prompts at the customer (reference/lessons-from-the-original.md):
 at most PUSHES_PER_INVOICE prompts per invoice per hour (counted from the payment table), and
 PAY_PER_CLIENT requests per client address (database counters, shared by all web processes).
+The page also lets someone else pay, from a number they type; a number that is not the
+invoice's customer gets at most PROMPTS_AS_OTHER_PAYER prompts an hour across all invoices (or
+any link could be used to fire prompts at a stranger's phone, "enter your PIN to get a
+refund"), and when it must wait it is not told why: that would say whether the stranger is
+paying someone else just now.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Limit:
 # Generous per address: many phones share one address behind mobile carriers' NAT.
 PAY_PER_CLIENT = Limit("pay-client", 20, 600)
 PUSHES_PER_INVOICE = Limit("pay-invoice", 3, 3600)
+PROMPTS_AS_OTHER_PAYER = Limit("pay-other-number", 3, 3600)
 UNPAID = (InvoiceStatus.PENDING, InvoiceStatus.SENT)
 
 
@@ -127,6 +133,29 @@ async def _check_invoice_limit(session: AsyncSession, invoice: Invoice, back_url
     )
 
 
+async def _check_other_payer_limit(session: AsyncSession, phone: str, back_url: str) -> None:
+    now = utcnow()
+    limit = PROMPTS_AS_OTHER_PAYER
+    window = timedelta(seconds=limit.seconds)
+    times = await payment_service.prompt_times_as_other_payer(session, phone, now - window)
+    if len(times) < limit.count:
+        return
+    wait = (times[-limit.count] + window - now).total_seconds()
+    raise TooManyRequests(
+        f"That number has had {limit.count} payment prompts for other people's invoices in the "
+        f"last hour. To protect its owner, the next one can be sent in {_minutes(wait)} min; "
+        "the invoice's own customer can pay meanwhile.",
+        back_url=back_url,
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+OTHER_PAYER_WAIT = (
+    "A payment prompt can't be sent to that number just now. Try again in a few minutes."
+)
+OTHER_PAYER_RETRY_AFTER_S = 120
+
+
 # Paying ---------------------------------------------------------------------------------------
 
 
@@ -160,8 +189,11 @@ async def pay(
         raise NotPayable(
             f"{page.business_name} cancelled this invoice, so it can't be paid.", back_url=back_url
         )
+    other_payer = phone != invoice.customer_phone
     if invoice.status in UNPAID and not await payment_service.has_open_attempt(session, invoice.id):
         await _check_invoice_limit(session, invoice, back_url)
+        if other_payer:
+            await _check_other_payer_limit(session, phone, back_url)
     result = await payment_service.start_payment(session, settings, invoice=invoice, phone=phone)
     if result.outcome == "started":
         amount = format_kes(invoice.amount_cents)
@@ -178,6 +210,14 @@ async def pay(
             f"A payment prompt was already sent to {where}. Enter your M-PESA PIN there, or wait "
             "until it ends before trying again.",
             200,
+        )
+    if result.outcome == "wait" and other_payer:
+        # Why it waits (a prompt open for another invoice, one for the same amount a moment
+        # ago) is the number's owner's business, not the typist's.
+        raise TooManyRequests(
+            OTHER_PAYER_WAIT,
+            back_url=back_url,
+            headers={"Retry-After": str(OTHER_PAYER_RETRY_AFTER_S)},
         )
     if result.outcome == "wait":
         raise TooManyRequests(
