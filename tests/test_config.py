@@ -368,7 +368,13 @@ def test_production_refuses_dev_placeholders_in_other_secrets_too(name: str) -> 
 
 
 @pytest.mark.parametrize(
-    "name", ["whatsapp_webhook_secret", "mpesa_callback_secret", "metrics_token"]
+    "name",
+    [
+        "whatsapp_webhook_secret",
+        "mpesa_callback_secret",
+        "mpesa_callback_secret_previous",
+        "metrics_token",
+    ],
 )
 def test_production_refuses_a_short_secret_of_our_own(name: str) -> None:
     problem = _only_problem(refusal(**PRODUCTION | {name: "x"}))

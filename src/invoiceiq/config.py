@@ -17,6 +17,12 @@ SANDBOX_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 # The secrets we choose ourselves, in production: long enough that nobody guesses them.
 MIN_SECRET_LENGTH = 16
+OWN_SECRETS = (
+    "whatsapp_webhook_secret",
+    "mpesa_callback_secret",
+    "mpesa_callback_secret_previous",
+    "metrics_token",
+)
 
 DARAJA_URLS = {
     "sandbox": "https://sandbox.safaricom.co.ke",
@@ -292,8 +298,9 @@ def production_problems(settings: Settings) -> list[str]:
     if settings.metrics_token is None:
         problems.append("METRICS_TOKEN is not set; /metrics must be protected")
     # The secrets we choose (the providers issue the others): guessed, they let anyone post
-    # webhooks and callbacks, or read /metrics.
-    for name in ("whatsapp_webhook_secret", "mpesa_callback_secret", "metrics_token"):
+    # webhooks and callbacks (the previous callback secret too, while it is accepted), or
+    # read /metrics.
+    for name in OWN_SECRETS:
         secret = getattr(settings, name)
         value = secret.get_secret_value() if secret is not None else None
         if value is not None and not value.startswith("dev-") and len(value) < MIN_SECRET_LENGTH:

@@ -25,6 +25,7 @@ from invoiceiq.inbox.models import InboxEvent
 from invoiceiq.invoices.states import InvoiceStatus
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.main import create_app
+from invoiceiq.payments.cli import render_unreadable
 from invoiceiq.payments.states import PaymentStatus
 from payments.flows import (
     CUSTOMER,
@@ -435,3 +436,19 @@ async def test_an_unreadable_callback_is_kept_once_listed_masked_and_resolved(
     assert again.exit_code == 1 and "resolved already" in again.output
     assert "1 STK callback(s)" in after and str(text_one.id) not in after
     assert str(text_one.id) in everything and "a probe" in everything
+
+
+def test_an_unreadable_callbacks_excerpt_masks_the_number_in_its_checkout_id() -> None:
+    """Daraja's CheckoutRequestIDs end with the payer's national number."""
+    body = '{"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_28112026101500712345678",'
+    event = InboxEvent(
+        id=uuid.uuid4(),
+        source="mpesa.unreadable",
+        external_id="x",
+        payload={"body": body, "bytes": len(body), "reason": "no ResultCode"},
+        received_at=utcnow(),
+    )
+
+    listed = render_unreadable([event])
+
+    assert "ws_CO_281120261015007•••••678" in listed and "712345678" not in listed

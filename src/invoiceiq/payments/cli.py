@@ -33,6 +33,7 @@ NOTE_MAX = 2000
 EXCERPT_CHARS = 600
 _TRAILING_NUMBER = re.compile(r"[17]\d{8}$")
 _RECEIPT = re.compile(r"[A-Z0-9]{10}")
+_CHECKOUT_ID = re.compile(r"ws_CO_\w+")
 
 payments_app = typer.Typer(
     help="M-PESA payments: query an open attempt, review flagged payments.", no_args_is_help=True
@@ -157,6 +158,10 @@ def mask_checkout_id(checkout_request_id: str) -> str:
     return checkout_request_id[:start] + mask_msisdn("254" + match.group())[3:]
 
 
+def _mask_checkout_ids(text: str) -> str:
+    return _CHECKOUT_ID.sub(lambda found: mask_checkout_id(found.group()), text)
+
+
 def render_review(rows: list[tuple[Payment, str | None]]) -> str:
     if not rows:
         return "no payments need review"
@@ -191,7 +196,7 @@ def render_unreadable(events: list[InboxEvent]) -> str:
         received = nairobi(event.received_at).strftime("%Y-%m-%d %H:%M")
         payload = event.payload
         body = " ".join(str(payload.get("body", "")).split())
-        excerpt = mask_phones_in_text(body[:EXCERPT_CHARS])
+        excerpt = _mask_checkout_ids(mask_phones_in_text(body[:EXCERPT_CHARS]))
         if len(body) > EXCERPT_CHARS:
             excerpt += "…"
         lines.append(

@@ -29,11 +29,25 @@ REASON_MAX = 255  # the column's size
 # The inbox source of STK callbacks behind the right path secret that could not be read: kept
 # for review, since one may be the only word that a customer paid (mpesa/callbacks.py).
 UNREADABLE_CALLBACKS = "mpesa.unreadable"
+RECEIPT_REUSED = "was already used by another payment"
 
 
-async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
+async def flag_reused_receipt(session: AsyncSession, payment: Payment, receipt: str) -> None:
+    """M-PESA's receipt number for this payment is another payment's already."""
+    await flag(
+        session,
+        payment,
+        f"receipt {receipt} {RECEIPT_REUSED}",
+        logged_as=f"its receipt number {RECEIPT_REUSED}",
+    )
+
+
+async def flag(
+    session: AsyncSession, payment: Payment, reason: str, *, logged_as: str | None = None
+) -> None:
     """Keep the payment for review and tell its merchant, once per reason: a new reason on a
-    payment already flagged (or reviewed) flags it again, added to the old one."""
+    payment already flagged (or reviewed) flags it again, added to the old one. `logged_as`
+    is the reason as the log says it, when the reason names what logs must not (a receipt)."""
     if payment.under_review:
         if reason in (payment.review_reason or ""):
             return
@@ -47,7 +61,10 @@ async def flag(session: AsyncSession, payment: Payment, reason: str) -> None:
         review_reason=reason_text[:REASON_MAX],
         reviewed_at=None,
     )
-    log.warning("payment flagged for review", extra={"payment": str(payment.id), "reason": reason})
+    log.warning(
+        "payment flagged for review",
+        extra={"payment": str(payment.id), "reason": logged_as or reason},
+    )
     if payment.invoice_id is None:
         return  # money that matched no attempt: no merchant to tell, the operator's list has it
     invoice = await invoice_repository.get(session, payment.invoice_id)

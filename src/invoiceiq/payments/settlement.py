@@ -86,9 +86,7 @@ async def apply_success_claim(
         return
     receipt = callback.receipt_number
     if receipt and not await review.receipt_is_free(session, payment, receipt):
-        await review.flag(
-            session, payment, f"receipt {receipt} was already used by another payment"
-        )
+        await review.flag_reused_receipt(session, payment, receipt)
         return
     if payment.status is PaymentStatus.SUCCESS:
         # The query confirmed this push first; the callback only brings its receipt number.

@@ -58,11 +58,9 @@ async def mark_success(
             question,
             note=f"settled on its own: M-PESA confirmed the payment ({confirmed_by})",
         )
-    if reused:
+    if reused and receipt is not None:
         # M-PESA confirmed the money; only the reported receipt number is suspect.
-        await review.flag(
-            session, payment, f"receipt {receipt} was already used by another payment"
-        )
+        await review.flag_reused_receipt(session, payment, receipt)
     invoice = await invoice_of(session, payment)
     if invoice is not None:
         await _invoice_paid(session, settings, invoice, payment, paid_at=values["completed_at"])
