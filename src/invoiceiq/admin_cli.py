@@ -25,6 +25,7 @@ from invoiceiq.errors import AppError
 from invoiceiq.kit.http import make_http_client
 from invoiceiq.kit.phone import PhoneError, mask_msisdn, normalize_msisdn
 from invoiceiq.merchants import service as merchant_service
+from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound, TemplateCall
@@ -109,8 +110,48 @@ def _run_admin(work: Callable[[Settings], Awaitable[str]]) -> None:
         raise typer.Exit(code=1) from None
 
 
+@merchant_app.command("show")
+def show(msisdn: Msisdn) -> None:
+    """Show a merchant's status and business name, and the name waiting for approval if any:
+    what `merchant approve` would approve."""
+    phone = _phone(msisdn)
+
+    async def work(settings: Settings) -> str:
+        async def read(session: AsyncSession) -> str:
+            merchant = await merchant_service.find(session, phone)
+            if merchant is None:
+                raise AppError("No merchant has that number.")
+            status = _STATUS_WORDS.get(merchant.status, "active")
+            text = f"{mask_msisdn(phone)}: {status}, business name {_quoted(merchant)}"
+            if merchant.pending_business_name:
+                text += f"; asks to be renamed {merchant.pending_business_name!r}"
+            return text
+
+        return await in_transaction(settings, read)
+
+    _run_admin(work)
+
+
+def _quoted(merchant: Merchant) -> str:
+    return repr(merchant.business_name) if merchant.business_name else "(none yet)"
+
+
+def _to_approve(merchant: Merchant) -> str:
+    return merchant.pending_business_name or merchant.business_name or ""
+
+
 @merchant_app.command("approve")
-def approve(msisdn: Msisdn) -> None:
+def approve(
+    msisdn: Msisdn,
+    checked_name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The business name you checked: nothing is approved if the merchant has "
+            "changed it since.",
+        ),
+    ] = None,
+) -> None:
     """Let a merchant who signed up under MERCHANT_SIGNUP=approval send invoices (or approve
     the new business name an approved merchant asked for; it prints the name approved)."""
     phone = _phone(msisdn)
@@ -118,6 +159,12 @@ def approve(msisdn: Msisdn) -> None:
     async def work(settings: Settings) -> str:
         async def change(session: AsyncSession) -> str:
             before = await merchant_service.find(session, phone, lock=True)
+            checked = " ".join(checked_name.split()) if checked_name is not None else None
+            if before is not None and checked is not None and _to_approve(before) != checked:
+                raise AppError(
+                    f"{mask_msisdn(phone)} asks to be approved as {_to_approve(before)!r}, "
+                    f"not {checked!r}: nothing approved."
+                )
             was = before.status if before else None
             pending = before.pending_business_name if before else None
             unchanged = was is MerchantStatus.ACTIVE and not pending
