@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from invoiceiq.web.addresses import client_address
+from invoiceiq.web.addresses import client_address, limit_subject
 
 
 def request(peer: str, *forwarded: str) -> Request:
@@ -30,3 +30,19 @@ def request(peer: str, *forwarded: str) -> Request:
 )
 def test_client_address(peer: str, forwarded: list[str], trusted: list[str], expected: str) -> None:
     assert client_address(request(peer, *forwarded), trusted) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"),
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        # One subscriber's /64 is one client, however many addresses they take from it.
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.5", "203.0.113.5"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_limits_count_an_ipv6_client_by_its_network(address: str, subject: str) -> None:
+    assert limit_subject(address) == subject

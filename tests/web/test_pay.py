@@ -425,3 +425,16 @@ async def test_a_number_not_the_customers_is_not_told_why_it_must_wait(
         "A payment prompt can't be sent to that number just now. Try again in a few minutes."
     )
     assert refused.headers["retry-after"] == "120"
+
+
+async def test_addresses_of_one_ipv6_network_share_the_client_limit(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions)
+    async with in_process(settings, client=("2001:db8:1:2::1", 4000)) as http:
+        field = await open_form(http, invoice)
+        for _ in range(PAY_PER_CLIENT.count):
+            assert (await pay(http, invoice, field)).status_code in (200, 202)
+    async with in_process(settings, client=("2001:db8:1:2:9::7", 4000)) as same_network:
+        refused = await pay(same_network, invoice, await open_form(same_network, invoice))
+    assert refused.status_code == 429

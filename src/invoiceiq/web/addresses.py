@@ -7,6 +7,7 @@ whatever the client wrote, but that one was written by our own proxy.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from starlette.requests import Request
@@ -29,3 +30,18 @@ def client_address(request: Request, trusted_proxies: Sequence[str]) -> str:
         if not in_networks(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def limit_subject(address: str) -> str:
+    """Who the rate limits count a request against: an IPv6 address by its /64 (one
+    subscriber's network, which they may fill with as many addresses as they like), an
+    IPv4-mapped one as the IPv4 address it is; anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -22,7 +22,7 @@ from invoiceiq.kit.phone import mask_msisdn
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.web import csrf
 from invoiceiq.web import service as web_service
-from invoiceiq.web.addresses import client_address
+from invoiceiq.web.addresses import client_address, limit_subject
 from invoiceiq.web.errors import FormExpired, LinkNotFound
 from invoiceiq.web.pdf import PdfContent, build_pdf
 from invoiceiq.web.render import PRIVATE_HEADERS, STATIC_DIR, STATIC_URL, render
@@ -191,7 +191,9 @@ async def pay(
     # stay even when this request is refused, and SQLite has one writer at a time.
     async with unit_of_work(get_session_factory(request)) as counting:
         await web_service.count_client_request(
-            counting, secret=secret, address=client_address(request, settings.trusted_proxies)
+            counting,
+            secret=secret,
+            address=limit_subject(client_address(request, settings.trusted_proxies)),
         )
     page = await _load(session, token)
     payer = web_service.payer_phone(page, phone, back)
