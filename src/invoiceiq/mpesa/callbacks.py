@@ -41,6 +41,7 @@ ID_MAX, CODE_MAX, RECEIPT_MAX = 64, 32, 32
 # Far above M-PESA's per-transaction limit (KES 150,000 to 250,000, reference §6).
 AMOUNT_MAX = 10_000_000
 RETRY_APPLY_AFTER = 5.0
+OUTSIDE_KEY_SUFFIX = ":outside-allowlist"
 # Of an unreadable callback, the first bytes kept for review (Daraja's are about 1 KB).
 UNREADABLE_KEEP = 16_384
 REASON_MAX = 200
@@ -65,9 +66,12 @@ async def stk_callback(
     except (ValueError, RecursionError, CallbackError) as error:
         await _keep_unreadable(request, raw, error)
         raise AppError("Not an STK callback.", code="malformed_callback") from None
+    key = f"{callback.checkout_request_id}:{callback.result_code}"
     if not _from_allowed_address(request, settings):
         body = {**body, settlement.OUTSIDE_ALLOWLIST: True}
-    key = f"{callback.checkout_request_id}:{callback.result_code}"
+        # Its own key: stored first, it must not make Safaricom's own callback a "repeat"
+        # (whose receipt number would then be lost).
+        key += OUTSIDE_KEY_SUFFIX
     if not await inbox.record(session, SOURCE, key, body):
         return ACCEPTED  # a repeat of a callback already stored
     try:
