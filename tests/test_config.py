@@ -481,3 +481,32 @@ def test_env_example_values_are_the_defaults() -> None:
     from_example = Settings(_env_file=REPO_ROOT / ".env.example")
     assert from_example.model_dump() == settings().model_dump()
     assert any(not commented for _name, _value, commented in _example_lines())
+
+
+@pytest.mark.parametrize("name", ["mpesa_callback_secret", "mpesa_callback_secret_previous"])
+@pytest.mark.parametrize("secret", ["Zk3/q9+XbT1wLm8vR2sYpA==", "a%2Fb-long-enough-secret"])
+def test_a_callback_secret_that_cannot_be_a_url_segment_is_refused(name: str, secret: str) -> None:
+    message = refusal(**{name: secret})
+    assert f"{name.upper()}: may hold only letters, digits, '-' and '_'" in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@h/d?sslmode=require&channel_binding=require",
+        "postgres://u:p@h/d?connect_timeout=10",
+        "postgresql+asyncpg://u:p@h/d?application_name=app",
+    ],
+)
+def test_libpq_parameters_asyncpg_does_not_take_are_refused_by_name(url: str) -> None:
+    message = refusal(database_url=url)
+    assert "DATABASE_URL: has parameters the PostgreSQL driver (asyncpg) does not take: " in message
+    assert "u:p@" not in message
+
+
+def test_parameters_asyncpg_takes_are_kept() -> None:
+    given = "postgresql://u:p@h/d?sslmode=require&target_session_attrs=read-write"
+    assert settings(database_url=given).database_url == (
+        "postgresql+asyncpg://u:p@h/d?ssl=require&target_session_attrs=read-write"
+    )

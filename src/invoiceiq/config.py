@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -17,6 +18,8 @@ SANDBOX_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 # The secrets we choose ourselves, in production: long enough that nobody guesses them.
 MIN_SECRET_LENGTH = 16
+# What a secret that is a segment of a URL path may hold (secrets.token_urlsafe's alphabet).
+_PATH_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 OWN_SECRETS = (
     "whatsapp_webhook_secret",
     "mpesa_callback_secret",
@@ -140,6 +143,18 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("mpesa_callback_secret", "mpesa_callback_secret_previous")
+    @classmethod
+    def _fits_a_path(cls, value: SecretStr | None) -> SecretStr | None:
+        # It is a segment of the callback URL: a "/" (base64's, say) or "%" could never match
+        # the route, and every callback would be a 404 that nobody sees.
+        if value is not None and not _PATH_SAFE.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "may hold only letters, digits, '-' and '_' (it is part of the callback URL): "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -242,6 +257,14 @@ _DATABASE_HINT = (
 )
 
 
+# Query parameters of a PostgreSQL URL that reach asyncpg.connect as they are (strings).
+# libpq's others (channel_binding, connect_timeout, application_name, options…) would make
+# every connection fail with a TypeError, so they are refused when the settings are read.
+_ASYNCPG_PARAMETERS = frozenset(
+    {"ssl", "target_session_attrs", "krbsrvname", "gsslib", "prepared_statement_cache_size"}
+)
+
+
 def async_database_url(value: str) -> str:
     """DATABASE_URL with the async driver SQLAlchemy needs; refuses any other database.
 
@@ -258,6 +281,12 @@ def async_database_url(value: str) -> str:
         return f"sqlite+aiosqlite:{rest}" if scheme == "sqlite" else value
     if url.drivername not in ("postgres", "postgresql", "postgresql+asyncpg"):
         raise ValueError(f"must be SQLite or PostgreSQL; {_DATABASE_HINT}")
+    unknown = sorted(set(url.query) - _ASYNCPG_PARAMETERS - {"sslmode"})
+    if unknown:
+        raise ValueError(
+            f"has parameters the PostgreSQL driver (asyncpg) does not take: {', '.join(unknown)}; "
+            "remove them (sslmode is understood)"
+        )
     if url.drivername == "postgresql+asyncpg" and "sslmode" not in url.query:
         return value
     url = url.set(drivername="postgresql+asyncpg")
