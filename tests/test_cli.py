@@ -365,3 +365,20 @@ def test_the_simulator_refuses_a_port_out_of_range(tmp_path: Path) -> None:
     result = invoiceiq("simulator", "--port", "99999", cwd=tmp_path)
     assert result.returncode == 2 and "less than or equal to 65535" in result.stderr
     assert "simulator at" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["db", "upgrade"], ["serve", "--port", str(free_port())], ["worker"]], ids=" ".join
+)
+def test_servers_and_migrations_refuse_a_database_a_newer_release_migrated(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Rolling back to an older image after a newer one migrated: one sentence, no traceback."""
+    path = tmp_path / "invoiceiq.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    assert invoiceiq("db", "upgrade", cwd=tmp_path, database_url=url).returncode == 0
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = invoiceiq(*command, cwd=tmp_path, database_url=url)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "was migrated by a newer InvoiceIQ, which this release cannot run on" in result.stderr

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -77,6 +78,12 @@ async def _upgrade(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
         await check_connection(engine)
+        if await migrate.migration_state(engine) == "ahead":
+            where = sa.make_url(settings.database_url).render_as_string(hide_password=True)
+            raise DatabaseUnreachable(
+                f"the database at {where} was migrated by a newer InvoiceIQ, which this "
+                "release cannot run on; deploy that release again, or a fix on top of it"
+            )
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
