@@ -440,6 +440,16 @@ async def test_a_customer_name_is_shown_as_typed_or_asked_again(merchant: Chat) 
     assert texts.FLOW_ASK_AMOUNT in (await merchant.only("Jane  Doe")).text
 
 
+async def test_a_phone_number_typed_for_the_name_is_asked_again(merchant: Chat) -> None:
+    """Saved as the name, it would be the only full number the merchant sees."""
+    await at_the_name_step(merchant)
+    for typed in ("0788 123 456", "+254 788-123-456", "(0788) 123456"):
+        answer = await merchant.only(typed)
+        assert answer.text.startswith("That looks like a phone number, not a name.")
+        assert texts.FLOW_ASK_NAME in answer.text
+    assert texts.FLOW_ASK_AMOUNT in (await merchant.only("Room 12 Shop 3")).text
+
+
 async def test_a_command_mid_flow_is_answered_then_the_question_is_asked_again(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

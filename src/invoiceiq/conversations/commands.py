@@ -335,12 +335,23 @@ def parse_customer_name(text: str) -> str:
     name = one_line(text)
     if not visible_length(name):
         raise CommandError("Type the customer's name, or skip.")
+    if _NUMBER_AS_NAME.fullmatch(name):
+        # Saved as the name, it would be the only full number the merchant sees (the real
+        # one is masked): an invoice "to 0788 123 456" that went to another phone.
+        raise CommandError(
+            "That looks like a phone number, not a name. Type the customer's name, or skip. "
+            "To change the phone number, type back."
+        )
     if len(name) > CUSTOMER_NAME_MAX:
         raise CommandError(
             f"Keep the name to {CUSTOMER_NAME_MAX} characters or fewer, or type skip."
         )
     _refuse_unshowable(name)
     return name
+
+
+# Digits as phone numbers are written (spaces, dashes, dots, brackets, a leading +), 7 or more.
+_NUMBER_AS_NAME = re.compile(r"\+?(?:[\s\-.()]*\d){7,}[\s\-.()]*")
 
 
 def parse_invoice_number(tokens: list[str]) -> str:
