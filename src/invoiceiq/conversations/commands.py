@@ -163,6 +163,14 @@ def parse_invoice(tokens: list[str], *, max_amount: int) -> OneLineInvoice | Sav
             "Type the customer's phone (or saved name), the amount and what it is for, "
             f"like: {ONE_LINE_EXAMPLE}"
         )
+    misplaced = _phone_at(tokens, span[0])
+    if misplaced is not None:
+        # `invoice to 0766000006 1500 Logo`: the first number is the phone, not the amount
+        # (which would be refused as too large, or taken for the wrong one).
+        raise CommandError(
+            "Put the customer's phone number right after invoice, then the amount and what "
+            f"it is for, like: invoice {misplaced} 1500 Logo design"
+        )
     readings = _name_readings(tokens, max_amount=max_amount)
     if len(readings) > 1:
         return SavedNameInvoice(tuple(readings))
@@ -178,6 +186,18 @@ def _recipient(token: str) -> str:
     token = as_typed(token)
     bare = token.rstrip(_PUNCTUATION)
     return bare if bare and _PHONE_LIKE.match(bare) else token
+
+
+def _phone_at(tokens: list[str], start: int) -> str | None:
+    """The phone number written at `tokens[start]`, as one word or in groups (`0766 000 006`),
+    without its spaces; None when there is none."""
+    for end in range(start + 1, min(len(tokens), start + _MAX_PHONE_GROUPS) + 1):
+        joined = "".join(tokens[start:end]).rstrip(_PUNCTUATION)
+        if not _PHONE_LIKE.match(joined):
+            return None
+        if is_msisdn(joined):
+            return joined
+    return None
 
 
 def _one_token_phone(tokens: list[str]) -> str:

@@ -26,10 +26,12 @@ _CURRENCY = r"(?:kshs|ksh|kes|shs|sh)\.?"
 # badly written amount is still found in a sentence and gets a precise message.
 _AMOUNT_FORM = re.compile(
     rf"(?P<sign>[-−]?)(?:{_CURRENCY}\s*)?(?P<sign2>[-−]?)"
-    r"(?P<number>[0-9.,]*[0-9][0-9.,]*)(?:/[=-])?",
+    rf"(?P<number>[0-9.,]*[0-9][0-9.,]*)(?:\s*(?:/[=-]|{_CURRENCY}))?",
     re.IGNORECASE,
 )
 _CURRENCY_WORD = re.compile(_CURRENCY, re.IGNORECASE)
+# What may follow the number as a word of its own: `1500 KES`, `1500 /=`.
+_SUFFIX_WORD = re.compile(rf"/[=-]|{_CURRENCY}", re.IGNORECASE)
 _GROUPED = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+")
 _PLAIN = re.compile(r"[0-9]+")
 _CENTS = re.compile(r"[0-9]{1,2}")
@@ -120,14 +122,18 @@ def looks_like_amount(token: str) -> bool:
 def split_amount(tokens: list[str]) -> tuple[int, int] | None:
     """Find the first amount in `tokens`; return its (start, end) slice bounds, end exclusive.
 
-    A currency word followed by a number (`KES`, `1,500`) is one amount spanning two tokens.
-    Join `tokens[start:end]` with a space and pass it to `parse_amount`.
+    A currency word followed by a number (`KES`, `1,500`) is one amount spanning two tokens,
+    and so is a number followed by one (`1500`, `KES`) or by `/=`. Join `tokens[start:end]`
+    with a space and pass it to `parse_amount`.
     """
     for index, token in enumerate(tokens):
         pair = " ".join(tokens[index : index + 2])
         if _CURRENCY_WORD.fullmatch(token) and index + 1 < len(tokens) and looks_like_amount(pair):
             return index, index + 2
         if looks_like_amount(token):
+            after = tokens[index + 1] if index + 1 < len(tokens) else ""
+            if _SUFFIX_WORD.fullmatch(after) and looks_like_amount(pair):
+                return index, index + 2
             return index, index + 1
     return None
 
