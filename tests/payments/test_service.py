@@ -448,6 +448,11 @@ async def test_a_tap_while_a_push_answer_is_lost_is_told_to_check_the_phone(
         assert replies == []
 
     assert await kinds(session) == (["pay_check_phone"] if told else [])
+    if told:
+        # Not "enter your PIN in the prompt": nobody knows whether one came.
+        text = await session.scalar(sa.select(MessageLog.request))
+        assert text is not None and "We could not confirm that M-PESA sent the prompt" in str(text)
+        assert "tap Pay with M-PESA again in about 5 min." in str(text)
 
 
 class PendingDaraja(NoDaraja):

@@ -321,6 +321,21 @@ async def test_an_open_attempt_makes_the_page_wait_for_it(
     assert "254722000111" not in page
 
 
+async def test_an_attempt_whose_push_answer_was_lost_is_not_shown_as_a_sure_prompt(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    invoice = await make_invoice(sessions)
+    pushed = utcnow() - timedelta(seconds=40)
+    await add_payment(sessions, invoice, phone="254722000111", push_sent_at=pushed)
+    async with in_process(settings) as http:
+        status = (await http.get(f"/i/{invoice.public_token}/status")).json()
+    assert status["payment"]["message"] == (
+        "We could not confirm that M-PESA sent a prompt to 2547•••••111. If one came, enter "
+        "your PIN there. If none came, you can try again in a few minutes, once we have "
+        "checked with M-PESA."
+    )
+
+
 @pytest.mark.parametrize("path", ["", ".pdf", "/status"])
 async def test_reading_never_starts_a_payment(
     settings: Settings, sessions: SessionFactory, path: str

@@ -20,6 +20,11 @@ ALREADY_PAID = "Invoice {number} is already paid{receipt}. Nothing more to pay."
 CHECK_PHONE = (
     "Check your phone: enter your M-PESA PIN in the prompt to pay {amount} for invoice {number}."
 )
+PROMPT_UNSURE = (
+    "We could not confirm that M-PESA sent the prompt for invoice {number}. If one is on your "
+    "phone, enter your M-PESA PIN there to pay {amount}. If none came, you can tap Pay with "
+    "M-PESA again in about {minutes} min."
+)
 # Why a payer must wait before another prompt (payments/service.py `_seconds_to_wait`), and
 # what to do meanwhile; `{again}` is "tap Pay again" in chat, "try again" on the page.
 WAITS = {
@@ -215,6 +220,16 @@ def wait(reason: str, seconds: int, *, number: str) -> Outbound:
 
 def other_payer(invoice: Invoice, payer: str) -> Outbound:
     return refusal(OTHER_PAYER.format(number=invoice.number, phone=mask_msisdn(payer)))
+
+
+def prompt_unsure(invoice: Invoice, *, minutes: int) -> Outbound:
+    """ "Check your phone" when M-PESA's answer to the push was lost: a prompt may or may not
+    have reached the phone, so the payer hears both, and when they can tap Pay again."""
+    amount = format_kes(invoice.amount_cents)
+    return Outbound(
+        kind=CHECK_PHONE_KIND,
+        text=PROMPT_UNSURE.format(amount=amount, number=invoice.number, minutes=minutes),
+    )
 
 
 def check_phone(invoice: Invoice) -> Outbound:

@@ -9,6 +9,7 @@ recorded and flagged for review, never dropped. Services flush; callers commit.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -165,6 +166,29 @@ async def _seconds_to_wait(
     return int(max(waits) + 0.999), reason
 
 
+def answer_lost(payment: Payment) -> bool:
+    """The push went out a while ago and M-PESA's answer never came (or was lost): whether a
+    prompt reached the phone is unknown until the reconciler settles the attempt."""
+    if payment.checkout_request_id is not None or payment.push_sent_at is None:
+        return False
+    return utcnow() - payment.push_sent_at >= PUSH_ANSWER_WAIT
+
+
+def nudge(settings: Settings, invoice: Invoice, payment: Payment) -> Outbound:
+    """What a tap on an open attempt hears: "check your phone", or, when the push's answer
+    was lost, that a prompt may have come and when Pay works again (RECONCILE_GIVE_UP after
+    the push, when the attempt is given up)."""
+    if payment.checkout_request_id is not None:
+        return messages.check_phone(invoice)
+    return messages.prompt_unsure(invoice, minutes=minutes_until_given_up(settings, payment))
+
+
+def minutes_until_given_up(settings: Settings, payment: Payment) -> int:
+    pushed = payment.push_sent_at or payment.started_at
+    left = settings.reconcile_give_up - (utcnow() - pushed).total_seconds()
+    return max(1, math.ceil(left / 60))
+
+
 async def should_nudge(session: AsyncSession, payment: Payment) -> bool:
     """ "Check your phone" at most once a minute per invoice, and not while the push is on its
     way (its handler says it once Daraja accepts). A push whose answer was lost may still have
@@ -173,8 +197,7 @@ async def should_nudge(session: AsyncSession, payment: Payment) -> bool:
     nudge (on SQLite every write transaction is serial anyway)."""
     if payment.invoice_id is None or payment.push_sent_at is None:
         return False
-    answer_lost = utcnow() - payment.push_sent_at >= PUSH_ANSWER_WAIT
-    if payment.checkout_request_id is None and not answer_lost:
+    if payment.checkout_request_id is None and not answer_lost(payment):
         return False
     await repository.get(session, payment.id, lock=True)
     last = await notifications.last_sent_at(
@@ -374,7 +397,10 @@ async def tap_to_pay(
             # Sent here rather than returned, so the message log ties it to the invoice and
             # the once-a-minute rule sees it.
             await notifications.send(
-                session, to=phone, message=messages.check_phone(invoice), invoice_id=invoice.id
+                session,
+                to=phone,
+                message=nudge(settings, invoice, result.payment),
+                invoice_id=invoice.id,
             )
         return []
     if result.outcome == "wait":

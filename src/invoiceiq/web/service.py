@@ -245,7 +245,13 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
         "started_at": payment.created_at.isoformat(),
         "receipt_number": payment.receipt_number,
     }
-    if payment.status is PaymentStatus.INITIATED:
+    if payment.status is PaymentStatus.INITIATED and payment_service.answer_lost(payment):
+        state["message"] = (
+            f"We could not confirm that M-PESA sent a prompt to {state['phone']}. If one "
+            "came, enter your PIN there. If none came, you can try again in a few minutes, "
+            "once we have checked with M-PESA."
+        )
+    elif payment.status is PaymentStatus.INITIATED:
         state["message"] = f"Waiting for the M-PESA PIN on {state['phone']}."
     elif payment_service.outcome_unknown(payment):
         state["message"] = payment_service.UNCONFIRMED_FOR_PAYER
