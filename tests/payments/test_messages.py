@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -90,3 +91,25 @@ def test_a_review_alert_promises_nothing_it_cannot_know() -> None:
     for form in (notice.text, rendered):
         assert "M-PESA statement" in form and "INV7K3QX9A" in form
         assert "recorded" not in form and "Reply" not in form
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        messages.OUTCOME_UNKNOWN_REASON,
+        messages.CLAIM_DENIED_REASON,
+        messages.CHECKOUT_ID_DIFFERS_REASON,
+    ],
+)
+def test_a_review_alert_says_why_in_the_merchants_words(reason: str) -> None:
+    """The review reason is the operator's note; the merchant hears no push, callback, query
+    or CheckoutRequestID, and is not asked to check a statement our team checks."""
+    notice = messages.review_for_merchant(an_invoice(), amount_cents=150_000, reason=reason)
+    assert notice.template is not None
+    rendered = load_templates()["merchant_payment_review"].render(notice.template.params)
+    for form in (notice.text, rendered):
+        words = form.lower()
+        assert not {"push", "callback", "query", "checkoutrequestid"} & set(
+            re.findall(r"[a-z]+", words)
+        )
+        assert words.count("statement") == 1

@@ -89,6 +89,14 @@ OUTCOME_UNKNOWN_REASON = (
 CLAIM_DENIED_REASON = "the callback said paid, but M-PESA's query denies it"
 # A success callback M-PESA's query never confirmed within RECONCILE_GIVE_UP.
 CLAIM_UNCONFIRMED_REASON = "M-PESA never confirmed the reported payment"
+# Two ids M-PESA gave for one push disagree (the push's answer and its callback).
+CHECKOUT_ID_DIFFERS_REASON = "the push's CheckoutRequestID differs from its callback's"
+# The review reasons above in the merchant's words: the reason itself is the operator's note.
+FOR_MERCHANT = {
+    OUTCOME_UNKNOWN_REASON: "M-PESA never told us whether the customer paid, so they may have",
+    CLAIM_DENIED_REASON: "M-PESA first reported it paid, then said it was not",
+    CHECKOUT_ID_DIFFERS_REASON: "M-PESA's records of the payment disagree",
+}
 # The questions "did the customer pay?" that a later confirmation answers on its own.
 UNCONFIRMED_REASONS = (OUTCOME_UNKNOWN_REASON, CLAIM_UNCONFIRMED_REASON)
 UNCONFIRMED_ON_PAGE = (
@@ -310,6 +318,7 @@ def failure_for_merchant(invoice: Invoice, *, code: str | None) -> Outbound:
 def review_for_merchant(invoice: Invoice | None, *, amount_cents: int, reason: str) -> Outbound:
     number = invoice.number if invoice else "(unknown)"
     amount = format_kes(amount_cents)
+    reason = FOR_MERCHANT.get(reason, reason)
     text = (
         f"A payment of {amount} for invoice {number} needs a review: {reason}. "
         "Our team will check it against the M-PESA statement."

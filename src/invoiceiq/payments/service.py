@@ -224,9 +224,7 @@ async def record_accepted(
     known = payment.checkout_request_id
     if known is not None and known != checkout_request_id:
         await repository.set_values(session, payment.id, request_body=request_body)
-        await review.flag(
-            session, payment, "the push's CheckoutRequestID differs from its callback's"
-        )
+        await review.flag(session, payment, messages.CHECKOUT_ID_DIFFERS_REASON)
         return False
     await repository.set_values(
         session,
