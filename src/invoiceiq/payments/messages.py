@@ -93,7 +93,7 @@ CLAIM_UNCONFIRMED_REASON = "M-PESA never confirmed the reported payment"
 CHECKOUT_ID_DIFFERS_REASON = "the push's CheckoutRequestID differs from its callback's"
 # The review reasons above in the merchant's words: the reason itself is the operator's note.
 FOR_MERCHANT = {
-    OUTCOME_UNKNOWN_REASON: "M-PESA never told us whether the customer paid, so they may have",
+    OUTCOME_UNKNOWN_REASON: "M-PESA never told us how it ended, so the customer may have paid",
     CLAIM_DENIED_REASON: "M-PESA first reported it paid, then said it was not",
     CHECKOUT_ID_DIFFERS_REASON: "M-PESA's records of the payment disagree",
 }
