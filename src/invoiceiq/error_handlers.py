@@ -9,6 +9,7 @@ never to people.
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
@@ -185,17 +187,35 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# The database could not be reached (or the connection broke): the service is unavailable
+# for a while, not broken, so a 503 that clients and monitors retry, not a 500 that pages.
+DATABASE_DOWN = (OperationalError, InterfaceError, ConnectionError, socket.gaierror, TimeoutError)
+DATABASE_DOWN_RETRY_AFTER_S = 30
+DATABASE_DOWN_MESSAGE = "We can't reach our database just now. Please try again in a minute."
+INTERNAL_MESSAGE = "Something went wrong on our side."
+
+
 def unhandled_response(exc: BaseException, scope: Scope | None = None) -> Response:
     """Log `exc` with its stack under a new error id; people get only the id."""
     error_id = new_error_id()
     log.error("unhandled error", exc_info=exc, extra={"error_id": error_id})
+    if isinstance(exc, DATABASE_DOWN) or _connection_lost(exc):
+        status, code, message = 503, "unavailable", DATABASE_DOWN_MESSAGE
+        headers = {"Retry-After": str(DATABASE_DOWN_RETRY_AFTER_S)}
+    else:
+        status, code, message, headers = 500, "internal_error", INTERNAL_MESSAGE, {}
     return _render(
         scope or {},
-        status_code=500,
-        code="internal_error",
-        message="Something went wrong on our side.",
+        status_code=status,
+        code=code,
+        message=message,
         error_id=error_id,
+        headers=headers,
     )
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

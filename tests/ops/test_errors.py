@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from invoiceiq.deps import SessionDep
 from invoiceiq.errors import AppError, Conflict, NotFound
 from invoiceiq.main import create_app
 from invoiceiq.outbox.models import OutboxMessage
+from support.apps import bearer, in_process
 
 DESIGN_ERROR_KEYS = ("code", "message", "error_id", "fields")
 SECRET_DETAIL = "provider said: token abc123 for 254712345678"
@@ -266,3 +268,19 @@ async def test_the_request_session_rolls_back_on_an_app_error(
         done = await client.post("/test/write-then-fail?fail=false")
         assert done.status_code == 200
         assert await _count_rows(sessions) == 1
+
+
+async def test_requests_while_the_database_is_unreachable_are_a_503_to_retry() -> None:
+    """Unavailable for a while, not broken: clients and monitors retry a 503; a 500 pages."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    settings = make_settings(database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x")
+    async with in_process(settings) as http:
+        answer = await http.get("/api/v1/invoices", headers=bearer("iq_anything"))
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    error = answer.json()["error"]
+    assert error["code"] == "unavailable"
+    assert error["message"] == (
+        "We can't reach our database just now. Please try again in a minute."
+    )

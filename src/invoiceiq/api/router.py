@@ -22,13 +22,13 @@ from invoiceiq.ops.middleware import MAX_BODY_BYTES
 def _errors(*statuses: int, conflict: str = "") -> dict[int | str, dict[str, Any]]:
     """The error answers of a route; `conflict` says when this route answers 409."""
     described = {
-        400: "The request body could not be read (not UTF-8, or not JSON a parser can read).",
+        400: "The request body could not be read as text (not UTF-8).",
         401: "No valid API key.",
         403: "This merchant may not send invoices (suspended, awaiting approval, or unnamed).",
         404: "No such invoice for this merchant (another merchant's invoice is not found either).",
         409: conflict,
         413: f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.",
-        422: "Invalid fields; `error.fields` says what is wrong with each.",
+        422: "Not JSON, or invalid fields; `error.fields` says what is wrong with each.",
     }
     return {
         status: {"model": ErrorResponse, "description": described[status]} for status in statuses
