@@ -55,6 +55,8 @@ OnDead = OnAbandoned
 # of its own every `sweep_interval`; it queues rows, and returns how many.
 Sweep = Callable[[AsyncSession, datetime], Awaitable[int]]
 MAX_ERROR_CHARS = 2000
+# While claims keep failing (the database down), how often the worker says so again.
+CLAIM_FAILURE_LOG_EVERY_S = 60.0
 # 2**63 times any base is past any sensible backoff_max; a larger exponent overflows a float.
 _MAX_BACKOFF_EXPONENT = 63
 
@@ -124,6 +126,8 @@ class Worker:
         self._buried_at = -math.inf
         self._sweeps = tuple(sweeps)
         self._swept_at = -math.inf
+        self._failing_since: float | None = None  # claims failing since (monotonic)
+        self._failure_logged_at = -math.inf
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (called when a local commit enqueued)."""
@@ -141,11 +145,33 @@ class Worker:
                 else:
                     await self._sweep_if_due(utcnow())  # no claim to run it: every slot is busy
             except Exception:
-                log.exception("outbox claim failed")
+                self._claim_failed()
+            else:
+                self._claim_worked()
             if claimed and claimed == free:
                 continue  # there may be more due rows; loop again after yielding once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._options.poll_interval)
+
+    def _claim_failed(self) -> None:
+        """The first failure with its stack; while they go on (the database down, say), one
+        line a minute rather than a stack every poll."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._failure_logged_at = now
+            log.exception("outbox claim failed")
+        elif now - self._failure_logged_at >= CLAIM_FAILURE_LOG_EVERY_S:
+            self._failure_logged_at = now
+            log.warning(
+                "outbox claims still failing",
+                extra={"failing_for_s": round(now - self._failing_since)},
+            )
+
+    def _claim_worked(self) -> None:
+        if self._failing_since is not None:
+            failed_for = round(time.monotonic() - self._failing_since)
+            self._failing_since = None
+            log.warning("outbox claims work again", extra={"failed_for_s": failed_for})
 
     async def run_until_idle(self) -> None:
         """Run every due row, including ones the handlers enqueue, then return (tests, CLI)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from invoiceiq.db.engine import SessionFactory, make_session_factory
+from invoiceiq.db.engine import SessionFactory, make_engine, make_session_factory
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.kit.clock import utcnow
 from invoiceiq.outbox import repository
@@ -1056,3 +1058,20 @@ async def test_a_short_retry_runs_when_it_falls_due_not_at_the_next_poll(
     async with running(worker):
         await eventually(lambda: _async_true(len(calls) == 2), timeout=EVENTUALLY)
     assert calls[1] - calls[0] >= 0.3
+
+
+async def test_claims_failing_for_a_while_are_logged_once_with_their_stack(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database down: one stack, then a line a minute, not a stack every poll."""
+    missing = make_engine(f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/db.sqlite")
+    sessions = make_session_factory(missing)
+    worker = Worker(sessions, {TOPIC: recorder([])}, options(poll_interval=0.01))
+    try:
+        with caplog.at_level(logging.WARNING, logger="invoiceiq.worker"):
+            async with running(worker):
+                await asyncio.sleep(0.4)  # dozens of polls, every claim failing
+    finally:
+        await missing.dispose()
+    assert [record.getMessage() for record in caplog.records] == ["outbox claim failed"]
+    assert caplog.records[0].exc_info is not None
