@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from invoiceiq.cli import app
@@ -151,7 +152,12 @@ def test_fly_env_is_a_valid_production_configuration_once_secrets_are_set(
         "mpesa_callback_secret": "c" * 43,
         "metrics_token": "m" * 43,
     }
-    settings = make_settings(**{name.lower(): value for name, value in env.items()}, **secrets)
+    values = {name.lower(): value for name, value in env.items()}
+    # Shipped as a placeholder that refuses to start, and Daraja's sandbox (README, Going live).
+    with pytest.raises(ValidationError, match=r"BASE_URL is still fly\.toml's placeholder"):
+        make_settings(**values, **secrets)
+    assert values["mpesa_environment"] == "sandbox"
+    settings = make_settings(**values | {"base_url": "https://pay.example.co.ke"}, **secrets)
     assert settings.is_production
     assert not settings.simulator_enabled
     assert settings.database_url.startswith("postgresql+asyncpg://")

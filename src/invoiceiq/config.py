@@ -18,6 +18,8 @@ SANDBOX_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 # The secrets we choose ourselves, in production: long enough that nobody guesses them.
 MIN_SECRET_LENGTH = 16
+# What fly.toml ships as BASE_URL: someone else's host would receive callbacks and links.
+BASE_URL_PLACEHOLDER = "change-me"
 # What a secret that is a segment of a URL path may hold (secrets.token_urlsafe's alphabet).
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 OWN_SECRETS = (
@@ -339,6 +341,8 @@ def production_problems(settings: Settings) -> list[str]:
             )
     if urlsplit(settings.base_url).scheme != "https":
         problems.append("BASE_URL is not https; M-PESA callbacks and invoice links need https")
+    if BASE_URL_PLACEHOLDER in settings.base_url.lower():
+        problems.append("BASE_URL is still fly.toml's placeholder; set your app's public origin")
     if settings.mpesa_environment is MpesaEnvironment.PRODUCTION:
         if settings.mpesa_shortcode == SANDBOX_SHORTCODE:
             problems.append("MPESA_SHORTCODE is the sandbox's 174379; set your own shortcode")
