@@ -1,5 +1,6 @@
 # Two commands get a fresh clone going: `make run` and `make test` (README).
 PYTHON ?= python3
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/invoiceiq serve --host 127.0.0.1 --port 8000
+	$(BIN)/invoiceiq serve --host 127.0.0.1 --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest

@@ -9,9 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from invoiceiq.config import Settings
+from invoiceiq.config import Settings, async_database_url
 
-ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+# Written as the app's DATABASE_URL may be (postgresql://…, ?sslmode=…): read the same way.
+ADMIN_URL = async_database_url(
+    os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+)
 
 
 def url_with_database(url: str, database: str) -> str:
