@@ -510,3 +510,14 @@ def test_parameters_asyncpg_takes_are_kept() -> None:
     assert settings(database_url=given).database_url == (
         "postgresql+asyncpg://u:p@h/d?ssl=require&target_session_attrs=read-write"
     )
+
+
+@pytest.mark.parametrize("name", ["mpesa_shortcode", "mpesa_party_b"])
+@pytest.mark.parametrize("value", ["abc", "17437 9", "12", "174379x"])
+def test_a_shortcode_that_is_not_digits_is_refused(name: str, value: str) -> None:
+    message = refusal(**{name: value})
+    assert f"{name.upper()}: must be the PayBill or till number: digits only" in message
+
+
+def test_a_shortcode_of_digits_is_kept() -> None:
+    assert settings(mpesa_shortcode=" 600100 ", mpesa_party_b="5544332").mpesa_shortcode == "600100"

@@ -20,6 +20,7 @@ SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c
 MIN_SECRET_LENGTH = 16
 # What fly.toml ships as BASE_URL: someone else's host would receive callbacks and links.
 BASE_URL_PLACEHOLDER = "change-me"
+_SHORTCODE = re.compile(r"[0-9]{5,8}")
 # What a secret that is a segment of a URL path may hold (secrets.token_urlsafe's alphabet).
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 OWN_SECRETS = (
@@ -144,6 +145,14 @@ class Settings(BaseSettings):
                     "196.201.214.0/24"
                 ) from None
         return value
+
+    @field_validator("mpesa_shortcode", "mpesa_party_b")
+    @classmethod
+    def _a_shortcode(cls, value: str | None) -> str | None:
+        # Daraja takes them as numbers: anything else fails only at the first real payment.
+        if value is not None and not _SHORTCODE.fullmatch(value.strip()):
+            raise ValueError("must be the PayBill or till number: digits only, like 174379")
+        return value.strip() if value is not None else None
 
     @field_validator("mpesa_callback_secret", "mpesa_callback_secret_previous")
     @classmethod
