@@ -239,4 +239,4 @@ async def test_an_unsafe_incoming_request_id_is_replaced(
     assert response.status_code == 200
     returned = response.headers["x-request-id"]
     assert returned != unsafe
-    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", returned)  # one of ours
+    assert re.fullmatch(r"r[0-9a-f]{12}-[0-9a-f]+", returned)  # one of ours

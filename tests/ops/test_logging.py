@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI, HTTPException
 
 from conftest import make_settings
+from invoiceiq.kit.phone import mask_phones_in_text
 from invoiceiq.main import create_app
 from invoiceiq.ops.logging import (
     QUIET_LOGGERS,
@@ -26,7 +27,7 @@ from invoiceiq.ops.logging import (
     configure_logging,
     request_id_var,
 )
-from invoiceiq.ops.middleware import SLOW_REQUEST_S
+from invoiceiq.ops.middleware import SLOW_REQUEST_S, _new_request_id
 from invoiceiq.web.pdf import PdfContent, build_pdf
 
 # One Kenyan mobile written the three ways people write it, and what each becomes.
@@ -234,6 +235,14 @@ def test_ids_and_timestamps_are_not_mistaken_for_phones(
     logger.info("at 2024-11-26 12:51:03 request ws_CO_261120241251031234567890")
     (line,) = lines(stream)
     assert line["message"] == "at 2024-11-26 12:51:03 request ws_CO_261120241251031234567890"
+
+
+def test_request_ids_are_never_masked_so_they_can_be_looked_up() -> None:
+    """Its random part may be all digits (906012345678): the letter before keeps it an id."""
+    made = _new_request_id()
+    assert made[0].isalpha() and mask_phones_in_text(made) == made
+    digits_only = made[0] + "906012345678-593"
+    assert mask_phones_in_text(digits_only) == digits_only
 
 
 def test_configure_logging_sends_everything_through_one_masking_json_handler(

@@ -114,8 +114,9 @@ def _record(scope: Scope, status: int, elapsed: float) -> None:
 
 
 # Request ids: a random prefix per process and a counter. Unique without a random draw per
-# request (ids correlate log lines; they are not secrets).
-_ID_PREFIX = secrets.token_hex(6) + "-"
+# request (ids correlate log lines; they are not secrets). The prefix starts with a letter: an
+# id of digits would be masked in the log as a phone number, and never found again.
+_ID_PREFIX = "r" + secrets.token_hex(6) + "-"
 _ID_COUNTER = itertools.count(1)
 
 
