@@ -113,3 +113,14 @@ def test_a_review_alert_says_why_in_the_merchants_words(reason: str) -> None:
             re.findall(r"[a-z]+", words)
         )
         assert words.count("statement") == 1
+
+
+def test_a_failure_from_another_number_is_not_blamed_on_the_customer() -> None:
+    notice = messages.failure_for_merchant(an_invoice(), code="1032", other_payer=True)
+    assert notice.text == (
+        "A payment attempt for invoice INV7K3QX9A (KSh 1,500) from another number, on the "
+        "invoice page, did not go through: the payer cancelled the M-PESA prompt. The invoice "
+        "is still open; the customer can try again."
+    )
+    own = messages.failure_for_merchant(an_invoice(), code="1032")
+    assert "the customer cancelled the M-PESA prompt" in own.text

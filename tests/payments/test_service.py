@@ -767,3 +767,20 @@ async def test_taps_on_two_invoices_at_once_raise_one_prompt_on_the_phone(
             .where(Payment.phone == CUSTOMER, Payment.status == PaymentStatus.INITIATED)
         )
     assert open_attempts == 1
+
+
+async def test_a_failure_from_another_number_tells_the_merchant_who_it_was(
+    session: AsyncSession, settings: Settings
+) -> None:
+    invoice = await factories.invoice(session)
+    payment = await factories.payment(session, invoice=invoice, phone="254733000111")
+
+    assert await service.fail(session, settings, payment, code="1032")
+
+    to_merchant = await session.scalar(
+        sa.select(MessageLog.request).where(
+            MessageLog.kind == "payment_failed", MessageLog.phone != "254733000111"
+        )
+    )
+    assert "from another number, on the invoice page" in str(to_merchant)
+    assert "the payer cancelled the M-PESA prompt" in str(to_merchant)

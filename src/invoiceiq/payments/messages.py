@@ -306,11 +306,21 @@ def unconfirmed_for_customer(
     )
 
 
-def failure_for_merchant(invoice: Invoice, *, code: str | None) -> Outbound:
+def failure_for_merchant(
+    invoice: Invoice, *, code: str | None, other_payer: bool = False
+) -> Outbound:
+    """`other_payer`: someone paying from the invoice page with another number; what they did
+    is not the customer's doing."""
     reason = reasons(code)[1]
+    attempt = f"A payment attempt for invoice {invoice.number} ({format_kes(invoice.amount_cents)})"
+    if other_payer:
+        reason = reason.replace("the customer's", "the payer's").replace(
+            "the customer", "the payer"
+        )
+        attempt += " from another number, on the invoice page,"
     text = (
-        f"A payment attempt for invoice {invoice.number} ({format_kes(invoice.amount_cents)}) "
-        f"did not go through: {reason}. The invoice is still open; the customer can try again."
+        f"{attempt} did not go through: {reason}. The invoice is still open; the customer can "
+        "try again."
     )
     return Outbound(kind="payment_failed", text=text)
 

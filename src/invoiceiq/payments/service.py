@@ -277,7 +277,11 @@ async def fail(
     )
     if tell_merchant:
         await review.tell_merchant(
-            session, invoice, messages.failure_for_merchant(invoice, code=code)
+            session,
+            invoice,
+            messages.failure_for_merchant(
+                invoice, code=code, other_payer=payment.phone != invoice.customer_phone
+            ),
         )
     return True
 
