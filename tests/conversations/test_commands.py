@@ -272,3 +272,14 @@ def test_no_amount_after_the_phone_asks_for_one_there() -> None:
     with pytest.raises(CommandError) as error:
         parse("invoice 0722000020 Test item 1500")
     assert error.value.message.startswith("Put the amount after the phone number")
+
+
+@pytest.mark.parametrize("verb", ["status", "cancel", "remind", "Status."])
+def test_an_invoice_command_without_its_number_says_what_to_add(verb: str) -> None:
+    """Not the whole help: the merchant knew the command, only the number is missing."""
+    with pytest.raises(CommandError) as error:
+        parse(verb)
+    word = verb.lower().strip(".")
+    assert error.value.message == (
+        f"Type {word} followed by the invoice number, like: {word} INV7K3QX9A"
+    )

@@ -131,6 +131,8 @@ def parse_command(text: str, *, max_amount: int) -> Command:
         return parse_invoice(rest, max_amount=max_amount) if rest else StartGuided()
     if verb in {"status", "cancel", "remind"} and rest:
         return InvoiceAction(verb, parse_invoice_number(rest))  # type: ignore[arg-type]
+    if verb in {"status", "cancel", "remind"}:
+        raise CommandError(f"Type {verb} followed by the invoice number, like: {verb} INV7K3QX9A")
     if verb == "unpaid" and not rest:
         return Unpaid()
     if verb == "name":
