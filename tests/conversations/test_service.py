@@ -540,6 +540,32 @@ async def test_status_of_a_paid_invoice_shows_the_receipt_number(
     assert f"remind {unpaid.number}" in unpaid_text and "receipt" not in unpaid_text
 
 
+async def test_status_while_a_payment_is_under_way_or_checked_says_not_to_remind(
+    merchant: Chat, sessions: SessionFactory
+) -> None:
+    async with sessions() as session, session.begin():
+        owner = await merchant_service.find(session, MERCHANT)
+        paying = await factories.invoice(session, merchant=owner)
+        await factories.payment(session, invoice=paying, push_sent_at=utcnow())
+        checked = await factories.invoice(session, merchant=owner)
+        await factories.payment(
+            session,
+            invoice=checked,
+            status=PaymentStatus.FAILED,
+            result_code="no_response",
+            needs_review=True,
+            review_reason="push outcome unknown",
+        )
+    paying_text = (await merchant.only(f"status {paying.number}")).text
+    assert "Payment: in progress: an M-PESA prompt went to 2547•••••678." in paying_text
+    assert f"remind {paying.number}" not in paying_text
+    checked_text = (await merchant.only(f"status {checked.number}")).text
+    assert "Payment: a payment is being checked by our team" in checked_text
+    assert "don't send a reminder" in checked_text and f"remind {checked.number} to" not in (
+        checked_text
+    )
+
+
 async def test_remind_right_away_when_the_last_message_failed(
     merchant: Chat, sessions: SessionFactory
 ) -> None:

@@ -42,6 +42,7 @@ from invoiceiq.notifications import delivery
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.payments import service as payment_service
+from invoiceiq.payments.states import PaymentStatus
 
 PAY_PREFIX = "pay:"
 # Same-named customers offered as buttons; more than this and the merchant types the phone.
@@ -370,7 +371,29 @@ async def _status_text(session: AsyncSession, settings: Settings, invoice: Invoi
         vat_percent=settings.vat_percent,
         delivery=delivery.progress(entry),
         receipt=receipt,
+        payment_note=await _payment_note(session, invoice),
     )
+
+
+async def _payment_note(session: AsyncSession, invoice: Invoice) -> str | None:
+    """A payment of an unpaid invoice under way or being checked: what the merchant should
+    know before reminding (the customer might pay twice) or cancelling (refused meanwhile)."""
+    if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
+        return None
+    latest = await payment_service.latest_attempt(session, invoice.id)
+    if latest is None:
+        return None
+    if latest.status is PaymentStatus.INITIATED:
+        return (
+            f"in progress: an M-PESA prompt went to {mask_msisdn(latest.phone)}. Wait for it "
+            "to end before you remind or cancel."
+        )
+    if latest.under_review:
+        return (
+            "a payment is being checked by our team against the M-PESA statement. Please "
+            "don't send a reminder until it is settled: the customer may have paid."
+        )
+    return None
 
 
 async def _unpaid_text(session: AsyncSession, merchant: Merchant) -> str:

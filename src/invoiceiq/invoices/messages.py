@@ -117,8 +117,10 @@ def status_detail(
     vat_percent: int,
     delivery: str | None,
     receipt: str | None,
+    payment_note: str | None = None,
 ) -> str:
-    """Everything `status <number>` tells the merchant about one invoice."""
+    """Everything `status <number>` tells the merchant about one invoice; `payment_note`, a
+    payment under way or being checked, replaces the remind/cancel hint (neither helps then)."""
     who = mask_msisdn(invoice.customer_phone)
     if invoice.customer_name:
         who = f"{invoice.customer_name} ({who})"
@@ -138,7 +140,9 @@ def status_detail(
     elif delivery:
         lines.append(f"Message: {delivery}")
     lines.append(f"Link: {invoice_link(base_url, invoice)}")
-    if invoice.status in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
+    if payment_note:
+        lines.append(f"\nPayment: {payment_note}")
+    elif invoice.status in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
         lines.append(
             f"\nremind {invoice.number} to send it again, cancel {invoice.number} to cancel it"
         )
