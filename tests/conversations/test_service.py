@@ -564,6 +564,11 @@ async def test_status_while_a_payment_is_under_way_or_checked_says_not_to_remind
     assert "don't send a reminder" in checked_text and f"remind {checked.number} to" not in (
         checked_text
     )
+    refused = (await merchant.only(f"remind {checked.number}")).text
+    assert refused == (
+        f"A payment of invoice {checked.number} is being checked by our team against the "
+        "M-PESA statement: the customer may have paid. No reminder until it is settled."
+    )
 
 
 async def test_remind_right_away_when_the_last_message_failed(

@@ -140,6 +140,13 @@ async def remind(
         raise ReminderRefused(
             "This customer asked not to receive invoices or reminders (they sent STOP)."
         )
+    latest = await payment_service.latest_attempt(session, invoice.id)
+    if latest is not None and latest.under_review:
+        # The customer may have paid: a reminder with a Pay button could have them pay twice.
+        raise ReminderRefused(
+            f"A payment of invoice {number} is being checked by our team against the M-PESA "
+            "statement: the customer may have paid. No reminder until it is settled."
+        )
     now = utcnow()
     # The interval spares the customer repeats; a message that never reached them is none.
     if not await notifications.last_delivery_failed(session, invoice.id):
