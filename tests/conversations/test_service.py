@@ -11,6 +11,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -646,6 +647,31 @@ async def test_a_customer_is_told_how_many_invoices_are_unpaid_truthfully(
     assert [r.kind for r in replies[1:]] == ["invoice_copy"] * shown + ["reply"]
     newest = f"KSh {500 + unpaid - 1}"
     assert newest in replies[1].text
+
+
+@pytest.mark.parametrize("checked", [False, True])
+async def test_a_customer_whose_payment_is_under_way_is_not_invited_to_pay_again(
+    merchant: Chat, sessions: SessionFactory, database_url: str, checked: bool
+) -> None:
+    await merchant.say("invoice 0712345678 500 Cake")
+    [invoice] = await invoices(sessions)
+    async with sessions() as session, session.begin():
+        values: dict[str, Any] = {"push_sent_at": utcnow()}
+        if checked:  # given up on, flagged: the customer may have paid
+            values |= {"status": PaymentStatus.FAILED, "result_code": "no_response"}
+            values |= {"needs_review": True, "review_reason": "push outcome unknown"}
+        await factories.payment(session, invoice=invoice, **values)
+    customer = Chat(sessions, database_url, CUSTOMER)
+    await customer.replies()
+
+    replies = await customer.say("nimelipa")
+
+    assert [r.kind for r in replies[1:]] == ["reply", "reply"]
+    assert not any(r.buttons for r in replies)
+    expected = "we are checking a payment" if checked else "your payment is being confirmed"
+    assert f"Invoice {invoice.number} (KSh 500) from Wanjiku Designs: {expected}" in (
+        replies[1].text
+    )
 
 
 async def test_a_reaction_or_system_notice_is_not_answered(

@@ -375,6 +375,26 @@ async def _status_text(session: AsyncSession, settings: Settings, invoice: Invoi
     )
 
 
+async def _payment_in_hand(
+    session: AsyncSession, invoice: Invoice, business: str
+) -> Outbound | None:
+    """Instead of an unpaid invoice's Pay button, when a payment of it is under way or being
+    checked (a customer writing "I've paid" meanwhile must not be invited to pay again)."""
+    latest = await payment_service.latest_attempt(session, invoice.id)
+    if latest is None or latest.phone != invoice.customer_phone:
+        return None
+    if latest.status is PaymentStatus.INITIATED:
+        text = texts.CUSTOMER_PAYMENT_UNDER_WAY
+    elif latest.under_review:
+        text = texts.CUSTOMER_PAYMENT_CHECKED
+    else:
+        return None
+    amount = format_kes(invoice.amount_cents)
+    return guided.reply(
+        text.format(number=invoice.number, amount=amount, business=business or "the business")
+    )
+
+
 async def _payment_note(session: AsyncSession, invoice: Invoice) -> str | None:
     """A payment of an unpaid invoice under way or being checked: what the merchant should
     know before reminding (the customer might pay twice) or cancelling (refused meanwhile)."""
@@ -509,10 +529,15 @@ async def _from_someone_else(
     replies = [guided.reply(heading)]
     for invoice in invoices:
         owner = await merchant_service.get(session, invoice.merchant_id)
+        business = owner.business_name if owner and owner.business_name else ""
+        paying = await _payment_in_hand(session, invoice, business)
+        if paying is not None:
+            replies.append(paying)
+            continue
         replies.append(
             invoice_messages.invoice_for_customer(
                 invoice,
-                business_name=owner.business_name if owner and owner.business_name else "",
+                business_name=business,
                 base_url=settings.base_url,
                 vat_percent=settings.vat_percent,
                 kind="invoice_copy",

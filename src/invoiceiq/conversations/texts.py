@@ -59,6 +59,16 @@ NO_UNPAID = "You have no unpaid invoices. Type invoice to create one."
 NO_UNPAID_SUSPENDED = "You have no unpaid invoices."
 CUSTOMER_INVOICE = "You have an unpaid invoice from a business on InvoiceIQ:"
 CUSTOMER_INVOICES = "You have {count} unpaid invoices from businesses on InvoiceIQ:"
+# An unpaid invoice whose payment is under way or being checked: no Pay button to pay twice.
+CUSTOMER_PAYMENT_UNDER_WAY = (
+    "Invoice {number} ({amount}) from {business}: your payment is being confirmed with M-PESA. "
+    "If you entered your PIN, there is no need to pay again: your receipt will come here."
+)
+CUSTOMER_PAYMENT_CHECKED = (
+    "Invoice {number} ({amount}) from {business}: we are checking a payment of it with "
+    "M-PESA. If M-PESA sent you a confirmation SMS for it, do not pay again: {business} will "
+    "confirm your payment."
+)
 CUSTOMER_INVOICES_MORE = (
     "You have more than {count} unpaid invoices from businesses on InvoiceIQ. Here are the "
     "{count} newest:"
