@@ -784,3 +784,37 @@ async def test_a_failure_from_another_number_tells_the_merchant_who_it_was(
     )
     assert "from another number, on the invoice page" in str(to_merchant)
     assert "the payer cancelled the M-PESA prompt" in str(to_merchant)
+
+
+async def test_a_callback_from_outside_the_allowlist_never_replaces_safaricoms(
+    session: AsyncSession, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": True})
+    payment = await factories.payment(session, checkout_request_id="ws_CO_11")
+    genuine = callback_body(prompt_of(payment, "ws_CO_11"), receipt="UREAL12345")
+    forged = {
+        **callback_body(prompt_of(payment, "ws_CO_11"), receipt="UFAKE12345"),
+        settlement.OUTSIDE_ALLOWLIST: True,
+    }
+
+    for body in (genuine, forged):
+        await settlement.apply_callback(session, settings, parse_callback(body), body)
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and settlement.claimed_receipt(fresh) == "UREAL12345"
+    assert fresh.needs_review and fresh.review_reason == settlement.OUTSIDE_DIFFERS_REASON
+
+
+async def test_a_claim_from_outside_the_allowlist_does_not_hold_back_safaricoms_failure(
+    session: AsyncSession, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"mpesa_confirm_callbacks": True})
+    payment = await factories.payment(session, checkout_request_id="ws_CO_12")
+    claim = {**callback_body(prompt_of(payment, "ws_CO_12")), settlement.OUTSIDE_ALLOWLIST: True}
+    cancelled = callback_body(prompt_of(payment, "ws_CO_12"), code=1032)
+
+    for body in (claim, cancelled):
+        await settlement.apply_callback(session, settings, parse_callback(body), body)
+
+    fresh = await repository.get(session, payment.id)
+    assert fresh is not None and fresh.status is PaymentStatus.FAILED

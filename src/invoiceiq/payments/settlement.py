@@ -30,6 +30,10 @@ MAX_PHONE_DIGITS = 15  # E.164
 # How far back a success whose CheckoutRequestID we never stored looks for other attempts that
 # could own it before it is matched to a recent one.
 ORPHAN_LOOKBACK = timedelta(days=1)
+# A success callback from outside MPESA_CALLBACK_ALLOWLIST at odds with Safaricom's own.
+OUTSIDE_DIFFERS_REASON = (
+    "a callback from outside the allowlist reported this push differently from Safaricom's"
+)
 # How the review reason of a success for another amount begins.
 AMOUNT_DIFFERS = "M-PESA reported"
 
@@ -45,17 +49,30 @@ async def apply_callback(
     payment = await repository.by_checkout_id(session, callback.checkout_request_id, lock=True)
     if payment is None:
         return False
+    outside = body.get(OUTSIDE_ALLOWLIST) is True
+    stored_trusted = payment.callback_body is not None and not _outside(payment.callback_body)
     if callback.succeeded:
+        if outside and stored_trusted:
+            # Safaricom's own callback is stored: one from elsewhere never replaces it (its
+            # receipt number would go on the receipts); a different story is kept for a person.
+            if _success_claim(payment) is None or claimed_receipt(payment) != (
+                callback.receipt_number
+            ):
+                await review.flag(session, payment, OUTSIDE_DIFFERS_REASON)
+            return True
         # Kept whole: the confirmation reads the receipt number from it once M-PESA agrees.
         await repository.set_values(session, payment.id, callback_body=body)
-        force_confirm = body.get(OUTSIDE_ALLOWLIST) is True
-        await apply_success_claim(session, settings, payment, callback, force_confirm=force_confirm)
+        await apply_success_claim(session, settings, payment, callback, force_confirm=outside)
         return True
-    if awaits_confirmation(payment):
+    if awaits_confirmation(payment) and (outside or stored_trusted):
         # A failure for a push whose success is being confirmed: two callbacks contradict each
         # other, so M-PESA's answer to the query decides (paid, or flagged for review), never
-        # this one; failing now would tell a customer who paid to pay again.
-        log.warning("stk failure callback for a success being confirmed; the query decides")
+        # this one; failing now would tell a customer who paid to pay again. (A claim from
+        # outside the allowlist does not hold back Safaricom's own failure.)
+        log.warning(
+            "stk failure callback for a success being confirmed; the query decides",
+            extra={"payment": str(payment.id)},
+        )
         return True
     if payment.status is not PaymentStatus.SUCCESS and payment.callback_body is None:
         await repository.set_values(session, payment.id, callback_body=body)
@@ -116,6 +133,10 @@ def awaits_confirmation(payment: Payment) -> bool:
     review, never the reconciler (which would tell a customer who paid to pay again)."""
     open_claim = payment.status is PaymentStatus.INITIATED and not payment.needs_review
     return open_claim and _success_claim(payment) is not None
+
+
+def _outside(body: dict[str, object]) -> bool:
+    return body.get(OUTSIDE_ALLOWLIST) is True
 
 
 def _success_claim(payment: Payment) -> StkCallback | None:
