@@ -9,7 +9,6 @@ never to people.
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from invoiceiq.db.engine import is_database_down
 from invoiceiq.errors import AppError, error_body
 
 log = logging.getLogger(__name__)
@@ -189,7 +188,6 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 # The database could not be reached (or the connection broke): the service is unavailable
 # for a while, not broken, so a 503 that clients and monitors retry, not a 500 that pages.
-DATABASE_DOWN = (OperationalError, InterfaceError, ConnectionError, socket.gaierror, TimeoutError)
 DATABASE_DOWN_RETRY_AFTER_S = 30
 DATABASE_DOWN_MESSAGE = "We can't reach our database just now. Please try again in a minute."
 INTERNAL_MESSAGE = "Something went wrong on our side."
@@ -199,7 +197,7 @@ def unhandled_response(exc: BaseException, scope: Scope | None = None) -> Respon
     """Log `exc` with its stack under a new error id; people get only the id."""
     error_id = new_error_id()
     log.error("unhandled error", exc_info=exc, extra={"error_id": error_id})
-    if isinstance(exc, DATABASE_DOWN) or _connection_lost(exc):
+    if is_database_down(exc):
         status, code, message = 503, "unavailable", DATABASE_DOWN_MESSAGE
         headers = {"Retry-After": str(DATABASE_DOWN_RETRY_AFTER_S)}
     else:
@@ -212,10 +210,6 @@ def unhandled_response(exc: BaseException, scope: Scope | None = None) -> Respon
         error_id=error_id,
         headers=headers,
     )
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -703,8 +703,9 @@ async def test_payments_query_denying_a_success_claim_flags_it(
     assert fresh.review_reason == messages.CLAIM_DENIED_REASON
 
 
+@pytest.mark.parametrize("lost", ["server gone", "connection refused"])
 async def test_an_accepted_push_is_stored_once_the_database_answers_again(
-    engine: AsyncEngine, sessions: SessionFactory, settings: Settings
+    engine: AsyncEngine, sessions: SessionFactory, settings: Settings, lost: str
 ) -> None:
     async with unit_of_work(sessions) as session:
         payment = await factories.payment(session)
@@ -717,6 +718,8 @@ async def test_an_accepted_push_is_stored_once_the_database_answers_again(
         storing = statement.startswith("UPDATE payment") and "checkout_request_id" in statement
         if storing and not failures:
             failures.append(statement)
+            if lost == "connection refused":  # as a pool reconnecting to a restarting server
+                raise ConnectionRefusedError(111, "Connect call failed")
             raise OperationalError(statement, parameters, ConnectionError("reset"))
 
     sa.event.listen(engine.sync_engine, "before_cursor_execute", connection_lost)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +21,27 @@ from sqlalchemy.orm import Session
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def is_database_down(error: BaseException) -> bool:
+    """The database could not be reached, or the connection broke (or the pool had none to
+    give): not the statement's fault, so worth trying again in a while."""
+    if isinstance(error, _DOWN):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+# A refused or reset connection reaches us raw (asyncpg connects before SQLAlchemy wraps
+# anything), a server gone mid-statement as OperationalError/InterfaceError, a host that does
+# not resolve as gaierror, a full pool as SQLAlchemy's own TimeoutError.
+_DOWN = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    ConnectionError,
+    socket.gaierror,
+    TimeoutError,
+)
 
 
 class DatabaseUnreachable(Exception):

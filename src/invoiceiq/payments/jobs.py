@@ -13,11 +13,10 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from invoiceiq.config import Settings
-from invoiceiq.db.engine import SessionFactory
+from invoiceiq.db.engine import SessionFactory, is_database_down
 from invoiceiq.db.uow import unit_of_work
 from invoiceiq.errors import AppError
 from invoiceiq.inbox import service as inbox
@@ -102,7 +101,9 @@ class PaymentJobs:
             try:
                 await self._store_accepted(payment_id, accepted)
                 return
-            except (OperationalError, InterfaceError):
+            except Exception as error:
+                if not is_database_down(error):
+                    raise
                 if time.monotonic() + delay > deadline:
                     log.error(
                         "stk push accepted but its CheckoutRequestID could not be stored",
