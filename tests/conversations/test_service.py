@@ -32,6 +32,7 @@ from invoiceiq.merchants.models import Merchant
 from invoiceiq.merchants.states import MerchantStatus
 from invoiceiq.notifications.models import DeliveryStatus, Direction
 from invoiceiq.notifications.schemas import Outbound
+from invoiceiq.payments import messages as payment_messages
 from invoiceiq.payments.states import PaymentStatus
 from invoiceiq.whatsapp import adapter, callbacks
 from support import factories
@@ -555,11 +556,20 @@ async def test_status_while_a_payment_is_under_way_or_checked_says_not_to_remind
             status=PaymentStatus.FAILED,
             result_code="no_response",
             needs_review=True,
-            review_reason="push outcome unknown",
+            review_reason=payment_messages.OUTCOME_UNKNOWN_REASON,
+            created_at=utcnow() - timedelta(minutes=10),
+        )
+        # The customer tapped again since, and cancelled: the question is still open.
+        await factories.payment(
+            session, invoice=checked, status=PaymentStatus.FAILED, result_code="1032"
         )
     paying_text = (await merchant.only(f"status {paying.number}")).text
     assert "Payment: in progress: an M-PESA prompt went to 2547•••••678." in paying_text
     assert f"remind {paying.number}" not in paying_text
+    assert (await merchant.only(f"remind {paying.number}")).text == (
+        f"A payment of invoice {paying.number} is in progress: an M-PESA prompt is open. "
+        "Remind once it has ended."
+    )
     checked_text = (await merchant.only(f"status {checked.number}")).text
     assert "Payment: a payment is being checked by our team" in checked_text
     assert "don't send a reminder" in checked_text and f"remind {checked.number} to" not in (
@@ -659,7 +669,10 @@ async def test_a_customer_whose_payment_is_under_way_is_not_invited_to_pay_again
         values: dict[str, Any] = {"push_sent_at": utcnow()}
         if checked:  # given up on, flagged: the customer may have paid
             values |= {"status": PaymentStatus.FAILED, "result_code": "no_response"}
-            values |= {"needs_review": True, "review_reason": "push outcome unknown"}
+            values |= {
+                "needs_review": True,
+                "review_reason": payment_messages.OUTCOME_UNKNOWN_REASON,
+            }
         await factories.payment(session, invoice=invoice, **values)
     customer = Chat(sessions, database_url, CUSTOMER)
     await customer.replies()

@@ -153,8 +153,9 @@ async def cancel_invoice(
         403,
         404,
         409,
-        conflict="Paid or cancelled, reminded less than REMIND_MIN_INTERVAL ago, or the "
-        "customer asked not to receive reminders (they sent STOP).",
+        conflict="Paid or cancelled, reminded less than REMIND_MIN_INTERVAL ago, the "
+        "customer asked not to receive reminders (they sent STOP), or a payment of it is in "
+        "progress or being checked (the customer may have paid).",
     ),
     summary="Send the invoice to the customer again (at most once per REMIND_MIN_INTERVAL)",
 )

@@ -42,7 +42,6 @@ from invoiceiq.notifications import delivery
 from invoiceiq.notifications import service as notifications
 from invoiceiq.notifications.schemas import Outbound
 from invoiceiq.payments import service as payment_service
-from invoiceiq.payments.states import PaymentStatus
 
 PAY_PREFIX = "pay:"
 # Same-named customers offered as buttons; more than this and the merchant types the phone.
@@ -379,16 +378,17 @@ async def _payment_in_hand(
     session: AsyncSession, invoice: Invoice, business: str
 ) -> Outbound | None:
     """Instead of an unpaid invoice's Pay button, when a payment of it is under way or being
-    checked (a customer writing "I've paid" meanwhile must not be invited to pay again)."""
-    latest = await payment_service.latest_attempt(session, invoice.id)
-    if latest is None or latest.phone != invoice.customer_phone:
+    checked (a customer writing "I've paid" meanwhile must not be invited to pay again). A
+    prompt on another number's phone (paying from the page) leaves the button: its tap says
+    so."""
+    hand = await payment_service.payment_in_hand(session, invoice.id)
+    if hand is None:
         return None
-    if latest.status is PaymentStatus.INITIATED:
-        text = texts.CUSTOMER_PAYMENT_UNDER_WAY
-    elif latest.under_review:
-        text = texts.CUSTOMER_PAYMENT_CHECKED
-    else:
+    if hand.state == "open" and hand.payment.phone != invoice.customer_phone:
         return None
+    text = (
+        texts.CUSTOMER_PAYMENT_UNDER_WAY if hand.state == "open" else texts.CUSTOMER_PAYMENT_CHECKED
+    )
     amount = format_kes(invoice.amount_cents)
     return guided.reply(
         text.format(number=invoice.number, amount=amount, business=business or "the business")
@@ -400,20 +400,18 @@ async def _payment_note(session: AsyncSession, invoice: Invoice) -> str | None:
     know before reminding (the customer might pay twice) or cancelling (refused meanwhile)."""
     if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.SENT):
         return None
-    latest = await payment_service.latest_attempt(session, invoice.id)
-    if latest is None:
+    hand = await payment_service.payment_in_hand(session, invoice.id)
+    if hand is None:
         return None
-    if latest.status is PaymentStatus.INITIATED:
+    if hand.state == "open":
         return (
-            f"in progress: an M-PESA prompt went to {mask_msisdn(latest.phone)}. Wait for it "
-            "to end before you remind or cancel."
+            f"in progress: an M-PESA prompt went to {mask_msisdn(hand.payment.phone)}. Wait for "
+            "it to end before you remind or cancel."
         )
-    if latest.under_review:
-        return (
-            "a payment is being checked by our team against the M-PESA statement. Please "
-            "don't send a reminder until it is settled: the customer may have paid."
-        )
-    return None
+    return (
+        "a payment is being checked by our team against the M-PESA statement. Please "
+        "don't send a reminder until it is settled: the customer may have paid."
+    )
 
 
 async def _unpaid_text(session: AsyncSession, merchant: Merchant) -> str:

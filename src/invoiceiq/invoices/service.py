@@ -140,8 +140,13 @@ async def remind(
         raise ReminderRefused(
             "This customer asked not to receive invoices or reminders (they sent STOP)."
         )
-    latest = await payment_service.latest_attempt(session, invoice.id)
-    if latest is not None and latest.under_review:
+    hand = await payment_service.payment_in_hand(session, invoice.id)
+    if hand is not None and hand.state == "open":
+        raise ReminderRefused(
+            f"A payment of invoice {number} is in progress: an M-PESA prompt is open. Remind "
+            "once it has ended."
+        )
+    if hand is not None:
         # The customer may have paid: a reminder with a Pay button could have them pay twice.
         raise ReminderRefused(
             f"A payment of invoice {number} is being checked by our team against the M-PESA "

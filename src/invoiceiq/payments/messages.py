@@ -94,11 +94,16 @@ CHECKOUT_ID_DIFFERS_REASON = "the push's CheckoutRequestID differs from its call
 # The review reasons above in the merchant's words: the reason itself is the operator's note.
 FOR_MERCHANT = {
     OUTCOME_UNKNOWN_REASON: "M-PESA never told us how it ended, so the customer may have paid",
-    CLAIM_DENIED_REASON: "M-PESA first reported it paid, then said it was not",
+    CLAIM_DENIED_REASON: "a payment was reported that M-PESA does not confirm",
     CHECKOUT_ID_DIFFERS_REASON: "M-PESA's records of the payment disagree",
 }
+# How the review reason of a success for another amount begins (payments/settlement.py).
+AMOUNT_DIFFERS = "M-PESA reported"
 # The questions "did the customer pay?" that a later confirmation answers on its own.
 UNCONFIRMED_REASONS = (OUTCOME_UNKNOWN_REASON, CLAIM_UNCONFIRMED_REASON)
+# Reviews during which the customer may have paid (or paid another amount): nobody is invited
+# to pay the invoice again until a person has settled them.
+MAY_HAVE_PAID_REASONS = (*UNCONFIRMED_REASONS, AMOUNT_DIFFERS)
 UNCONFIRMED_ON_PAGE = (
     "We could not confirm whether this payment went through. If you received an M-PESA "
     "confirmation SMS for it, do not pay again: the business will confirm your payment. "

@@ -105,6 +105,21 @@ async def open_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> Payment 
     )
 
 
+async def under_review_for_invoice(session: AsyncSession, invoice_id: uuid.UUID) -> list[Payment]:
+    """The invoice's attempts flagged for review and not yet reviewed, newest first."""
+    return list(
+        await session.scalars(
+            sa.select(Payment)
+            .where(
+                Payment.invoice_id == invoice_id,
+                Payment.needs_review.is_(True),
+                Payment.reviewed_at.is_(None),
+            )
+            .order_by(Payment.created_at.desc())
+        )
+    )
+
+
 async def open_attempt_for_phone(session: AsyncSession, phone: str) -> Payment | None:
     """Any attempt of this phone still waiting for its outcome (on any invoice)."""
     return await session.scalar(

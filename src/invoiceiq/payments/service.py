@@ -63,6 +63,29 @@ async def has_open_attempt(session: AsyncSession, invoice_id: uuid.UUID) -> bool
     return await repository.open_attempt(session, invoice_id) is not None
 
 
+@dataclass(frozen=True)
+class PaymentInHand:
+    """A payment of an unpaid invoice that must not be cut across: `open`, an attempt whose
+    prompt may be on a phone; `checking`, one under a review that asks whether the customer
+    paid (or paid another amount)."""
+
+    state: Literal["open", "checking"]
+    payment: Payment
+
+
+async def payment_in_hand(session: AsyncSession, invoice_id: uuid.UUID) -> PaymentInHand | None:
+    """While there is one, nobody is invited to pay the invoice again: no reminder, no Pay
+    button in the customer's list of what they owe, no remind hint in `status`."""
+    attempt = await repository.open_attempt(session, invoice_id)
+    if attempt is not None:
+        return PaymentInHand("open", attempt)
+    for flagged in await repository.under_review_for_invoice(session, invoice_id):
+        reason = flagged.review_reason or ""
+        if any(question in reason for question in messages.MAY_HAVE_PAID_REASONS):
+            return PaymentInHand("checking", flagged)
+    return None
+
+
 async def first_success(session: AsyncSession, invoice_id: uuid.UUID) -> Payment | None:
     return await repository.first_success(session, invoice_id)
 

@@ -16,7 +16,7 @@ from invoiceiq.kit.clock import utcnow
 from invoiceiq.kit.money import format_kes
 from invoiceiq.mpesa.schemas import CallbackError, StkCallback, parse_callback
 from invoiceiq.outbox import service as outbox
-from invoiceiq.payments import repository, review, service, success
+from invoiceiq.payments import messages, repository, review, service, success
 from invoiceiq.payments.models import Payment
 from invoiceiq.payments.states import PaymentStatus
 
@@ -34,8 +34,7 @@ ORPHAN_LOOKBACK = timedelta(days=1)
 OUTSIDE_DIFFERS_REASON = (
     "a callback from outside the allowlist reported this push differently from Safaricom's"
 )
-# How the review reason of a success for another amount begins.
-AMOUNT_DIFFERS = "M-PESA reported"
+AMOUNT_DIFFERS = messages.AMOUNT_DIFFERS
 
 
 async def apply_callback(
