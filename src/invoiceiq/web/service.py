@@ -140,13 +140,10 @@ async def _check_other_payer_limit(session: AsyncSession, phone: str, back_url: 
     times = await payment_service.prompt_times_as_other_payer(session, phone, now - window)
     if len(times) < limit.count:
         return
-    wait = (times[-limit.count] + window - now).total_seconds()
+    # How many prompts that number had, and when, is its owner's business: the answer says
+    # neither, and asks to come back once the whole window has passed.
     raise TooManyRequests(
-        f"That number has had {limit.count} payment prompts for other people's invoices in the "
-        f"last hour. To protect its owner, the next one can be sent in {_minutes(wait)} min; "
-        "the invoice's own customer can pay meanwhile.",
-        back_url=back_url,
-        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        OTHER_PAYER_LATER, back_url=back_url, headers={"Retry-After": str(limit.seconds)}
     )
 
 
@@ -154,6 +151,10 @@ OTHER_PAYER_WAIT = (
     "A payment prompt can't be sent to that number just now. Try again in a few minutes."
 )
 OTHER_PAYER_RETRY_AFTER_S = 120
+OTHER_PAYER_LATER = (
+    "A payment prompt can't be sent to that number just now. Try again later, or pay from "
+    "the number the invoice was sent to."
+)
 
 
 # Paying ---------------------------------------------------------------------------------------
@@ -203,6 +204,8 @@ async def pay(
             f"{amount}.",
             202,
         )
+    if result.outcome == "open" and result.payment and payment_service.answer_lost(result.payment):
+        return PayAnswer("open", _unsure_prompt(mask_msisdn(result.payment.phone)), 200)
     if result.outcome == "open":
         where = mask_msisdn(result.payment.phone) if result.payment else "the phone"
         return PayAnswer(
@@ -246,11 +249,7 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
         "receipt_number": payment.receipt_number,
     }
     if payment.status is PaymentStatus.INITIATED and payment_service.answer_lost(payment):
-        state["message"] = (
-            f"We could not confirm that M-PESA sent a prompt to {state['phone']}. If one "
-            "came, enter your PIN there. If none came, you can try again in a few minutes, "
-            "once we have checked with M-PESA."
-        )
+        state["message"] = _unsure_prompt(state["phone"])
     elif payment.status is PaymentStatus.INITIATED:
         state["message"] = f"Waiting for the M-PESA PIN on {state['phone']}."
     elif payment_service.outcome_unknown(payment):
@@ -261,6 +260,15 @@ def payment_state(payment: Payment | None) -> dict[str, Any] | None:
     else:
         state["message"] = "Payment received."
     return state
+
+
+def _unsure_prompt(masked_phone: str) -> str:
+    """M-PESA's answer to the push was lost: whether a prompt reached the phone is unknown."""
+    return (
+        f"We could not confirm that M-PESA sent a prompt to {masked_phone}. If one came, enter "
+        "your PIN there. If none came, you can try again in a few minutes, once we have "
+        "checked with M-PESA."
+    )
 
 
 def paid_stamp(invoice: Invoice) -> str | None:
