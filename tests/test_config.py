@@ -510,6 +510,8 @@ def test_parameters_asyncpg_takes_are_kept() -> None:
     assert settings(database_url=given).database_url == (
         "postgresql+asyncpg://u:p@h/d?ssl=require&target_session_attrs=read-write"
     )
+    socket = "postgresql+asyncpg://u:p@/d?host=/var/run/postgresql"
+    assert settings(database_url=socket).database_url == socket
 
 
 @pytest.mark.parametrize("name", ["mpesa_shortcode", "mpesa_party_b"])

@@ -271,8 +271,9 @@ _DATABASE_HINT = (
 # Query parameters of a PostgreSQL URL that reach asyncpg.connect as they are (strings).
 # libpq's others (channel_binding, connect_timeout, application_name, options…) would make
 # every connection fail with a TypeError, so they are refused when the settings are read.
+# `host` (a Unix socket, or several hosts) SQLAlchemy reads itself.
 _ASYNCPG_PARAMETERS = frozenset(
-    {"ssl", "target_session_attrs", "krbsrvname", "gsslib", "prepared_statement_cache_size"}
+    {"host", "ssl", "target_session_attrs", "krbsrvname", "gsslib", "prepared_statement_cache_size"}
 )
 
 

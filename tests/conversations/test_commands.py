@@ -274,7 +274,7 @@ def test_no_amount_after_the_phone_asks_for_one_there() -> None:
     assert error.value.message.startswith("Put the amount after the phone number")
 
 
-@pytest.mark.parametrize("verb", ["status", "cancel", "remind", "Status."])
+@pytest.mark.parametrize("verb", ["status", "remind", "Status."])
 def test_an_invoice_command_without_its_number_says_what_to_add(verb: str) -> None:
     """Not the whole help: the merchant knew the command, only the number is missing."""
     with pytest.raises(CommandError) as error:
@@ -282,4 +282,14 @@ def test_an_invoice_command_without_its_number_says_what_to_add(verb: str) -> No
     word = verb.lower().strip(".")
     assert error.value.message == (
         f"Type {word} followed by the invoice number, like: {word} INV7K3QX9A"
+    )
+
+
+def test_cancel_with_no_draft_and_no_number_says_both() -> None:
+    """Typed as a draft expires, it reads after the expiry notice."""
+    with pytest.raises(CommandError) as error:
+        parse("cancel")
+    assert error.value.message == (
+        "There is no draft invoice to cancel. To cancel an invoice, type cancel followed by "
+        "its number, like: cancel INV7K3QX9A"
     )

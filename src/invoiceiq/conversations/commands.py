@@ -131,7 +131,12 @@ def parse_command(text: str, *, max_amount: int) -> Command:
         return parse_invoice(rest, max_amount=max_amount) if rest else StartGuided()
     if verb in {"status", "cancel", "remind"} and rest:
         return InvoiceAction(verb, parse_invoice_number(rest))  # type: ignore[arg-type]
-    if verb in {"status", "cancel", "remind"}:
+    if verb == "cancel":  # (a draft being written is cancelled before commands are read)
+        raise CommandError(
+            "There is no draft invoice to cancel. To cancel an invoice, type cancel followed "
+            "by its number, like: cancel INV7K3QX9A"
+        )
+    if verb in {"status", "remind"}:
         raise CommandError(f"Type {verb} followed by the invoice number, like: {verb} INV7K3QX9A")
     if verb == "unpaid" and not rest:
         return Unpaid()
