@@ -57,7 +57,11 @@ TIMINGS: dict[str, Any] = {
 # With processes (five of them, and PostgreSQL, on a small machine) a provider can stall for a
 # few seconds; a real timeout of a push would leave its attempt blind, which is not what the
 # kill run is about, so the provider timeout there is longer.
-KILL_TIMINGS: dict[str, Any] = {**TIMINGS, "provider_timeout": 10}
+# A killed worker also costs every row it held an attempt (its lease runs out and the row is
+# claimed again), and a send held for a timeout is held 10 s, so rows are in hand at many of the
+# 20-odd worker kills: one send in one 300-flow run died after 12 attempts that way (2026-11-27,
+# 32 kills). The kill run allows 16, so a row dies only of failures, not of bad luck with kills.
+KILL_TIMINGS: dict[str, Any] = {**TIMINGS, "provider_timeout": 10, "outbox_max_attempts": 16}
 # M-PESA's repeat rule (ResultCode 17) shorter than the cooldown that keeps us clear of it.
 RULE_LIMIT_WINDOW_S = 2
 PATIENCE = Patience(cooldown=TIMINGS["pay_cooldown"], idle=15, poll=0.5)
