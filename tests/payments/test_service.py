@@ -634,23 +634,39 @@ async def test_a_tap_while_another_attempt_of_the_phone_is_open_says_why_it_wait
     assert bool(reply.buttons) is waits_for_time
 
 
-class ConfirmingDaraja(NoDaraja):
-    """M-PESA's query says the push was paid."""
+async def claimed_success(
+    sessions: SessionFactory, settings: Settings, checkout_request_id: str, receipt: str
+) -> Payment:
+    """An attempt pushed 20 s ago whose success callback came and awaits confirmation."""
+    async with unit_of_work(sessions) as session:
+        pushed = utcnow() - timedelta(seconds=20)
+        payment = await factories.payment(
+            session, checkout_request_id=checkout_request_id, push_sent_at=pushed
+        )
+        paid = callback_body(prompt_of(payment, checkout_request_id), receipt=receipt)
+        await settlement.apply_callback(session, settings, parse_callback(paid), paid)
+    return payment
+
+
+class AnsweringDaraja(NoDaraja):
+    """M-PESA's query gives `answer` about any push."""
+
+    def __init__(self, answer: StkQueryResult) -> None:
+        self.answer = answer
 
     async def stk_query(self, checkout_request_id: str) -> Any:
-        return StkQueryResult("success", "0", "The service request is processed successfully.")
+        return self.answer
+
+
+PAID = StkQueryResult("success", "0", "The service request is processed successfully.")
+DENIED = StkQueryResult("failed", "1032", "Request cancelled by user")
 
 
 async def test_a_failure_callback_leaves_a_success_being_confirmed_to_the_query(
     sessions: SessionFactory, settings: Settings
 ) -> None:
     settings = settings.model_copy(update={"mpesa_confirm_callbacks": True, "pay_cooldown": 0})
-    async with unit_of_work(sessions) as session:
-        payment = await factories.payment(
-            session, checkout_request_id="ws_CO_8", push_sent_at=utcnow() - timedelta(seconds=20)
-        )
-        paid = callback_body(prompt_of(payment, "ws_CO_8"), receipt="UCLAIM1234")
-        await settlement.apply_callback(session, settings, parse_callback(paid), paid)
+    payment = await claimed_success(sessions, settings, "ws_CO_8", "UCLAIM1234")
     async with unit_of_work(sessions) as session:
         # The same push reported again, cancelled: it contradicts the claim being confirmed.
         cancelled = callback_body(prompt_of(payment, "ws_CO_8"), code=1032)
@@ -665,7 +681,7 @@ async def test_a_failure_callback_leaves_a_success_being_confirmed_to_the_query(
         tap = await service.start_payment(session, settings, invoice=invoice, phone=CUSTOMER)
         assert tap.outcome == "open"  # no second prompt while M-PESA is asked
 
-    jobs = PaymentJobs(sessions=sessions, daraja=ConfirmingDaraja(), settings=settings)  # type: ignore[arg-type]
+    jobs = PaymentJobs(sessions=sessions, daraja=AnsweringDaraja(PAID), settings=settings)  # type: ignore[arg-type]
     payload = {"payment_id": str(payment.id), "round": 0, "claimed_at": utcnow().isoformat()}
     await jobs.confirm(ClaimedRow(uuid.uuid4(), service.CONFIRM_TOPIC, payload, 1, "t"))
     async with sessions() as session:
@@ -675,24 +691,15 @@ async def test_a_failure_callback_leaves_a_success_being_confirmed_to_the_query(
         assert await kinds(session) == ["receipt", "payment_received"]
 
 
-class DeniedDaraja(NoDaraja):
-    async def stk_query(self, checkout_request_id: str) -> Any:
-        return StkQueryResult("failed", "1032", "Request cancelled by user")
-
-
 async def test_payments_query_denying_a_success_claim_flags_it(
     sessions: SessionFactory, settings: Settings
 ) -> None:
     settings = settings.model_copy(update={"mpesa_confirm_callbacks": True})
-    async with unit_of_work(sessions) as session:
-        payment = await factories.payment(
-            session, checkout_request_id="ws_CO_9", push_sent_at=utcnow() - timedelta(seconds=20)
-        )
-        paid = callback_body(prompt_of(payment, "ws_CO_9"), receipt="UCLAIM5678")
-        await settlement.apply_callback(session, settings, parse_callback(paid), paid)
+    payment = await claimed_success(sessions, settings, "ws_CO_9", "UCLAIM5678")
+    async with sessions() as session:
         invoice = await session.get(Invoice, payment.invoice_id)
-        assert invoice is not None
-    jobs = PaymentJobs(sessions=sessions, daraja=DeniedDaraja(), settings=settings)  # type: ignore[arg-type]
+    assert invoice is not None
+    jobs = PaymentJobs(sessions=sessions, daraja=AnsweringDaraja(DENIED), settings=settings)  # type: ignore[arg-type]
 
     answer = await jobs.query_invoice(invoice.number)
 
