@@ -262,36 +262,34 @@ async def prompt_times_since(
 ) -> list[datetime]:
     """When this invoice's attempts since `since` were made, oldest first; an attempt Daraja
     refused without raising a prompt does not count (the web page's per-invoice limit)."""
-    return list(
-        await session.scalars(
-            sa.select(Payment.created_at)
-            .where(
-                Payment.invoice_id == invoice_id,
-                Payment.created_at >= since,
-                _may_have_prompted(),
-            )
-            .order_by(Payment.created_at)
-        )
-    )
+    return await _prompt_times(session, since, Payment.invoice_id == invoice_id)
 
 
 async def prompt_times_as_other_payer(
     session: AsyncSession, phone: str, since: datetime
 ) -> list[datetime]:
     """When attempts since `since` went to `phone` for invoices of other customers (paying
-    for someone from the web page), oldest first; as `prompt_times_since`, an attempt Daraja
-    refused without raising a prompt does not count."""
+    for someone from the web page), oldest first, counted as `prompt_times_since` does."""
+    return await _prompt_times(
+        session, since, Payment.phone == phone, Invoice.customer_phone != phone, by_invoice=True
+    )
+
+
+async def _prompt_times(
+    session: AsyncSession,
+    since: datetime,
+    *which: sa.ColumnElement[bool],
+    by_invoice: bool = False,
+) -> list[datetime]:
+    """`by_invoice`: `which` looks at the attempt's invoice too."""
+    query = sa.select(Payment.created_at)
+    if by_invoice:
+        query = query.join(Invoice, Invoice.id == Payment.invoice_id)
     return list(
         await session.scalars(
-            sa.select(Payment.created_at)
-            .join(Invoice, Invoice.id == Payment.invoice_id)
-            .where(
-                Payment.phone == phone,
-                Invoice.customer_phone != phone,
-                Payment.created_at >= since,
-                _may_have_prompted(),
+            query.where(*which, Payment.created_at >= since, _may_have_prompted()).order_by(
+                Payment.created_at
             )
-            .order_by(Payment.created_at)
         )
     )
 

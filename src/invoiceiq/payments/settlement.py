@@ -48,7 +48,7 @@ async def apply_callback(
     payment = await repository.by_checkout_id(session, callback.checkout_request_id, lock=True)
     if payment is None:
         return False
-    outside = body.get(OUTSIDE_ALLOWLIST) is True
+    outside = _outside(body)
     stored_trusted = payment.callback_body is not None and not _outside(payment.callback_body)
     if callback.succeeded:
         if outside and stored_trusted:
